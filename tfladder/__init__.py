@@ -1,0 +1,16 @@
+"""tfladder: hierarchical variational autoencoders in Keras 3.
+
+Families: `VAE`, `HierarchicalVAE` (stacked), `LadderVAE` (Sonderby et al.
+2016), `VariationalLadderAutoencoder` (Zhao et al. 2017) and `TopDownVAE`
+(NVAE-style delta posteriors). Importing the package registers every layer
+and model for Keras serialization under the "tfladder" package.
+"""
+from tfladder import gaussian, layers, models
+from tfladder.models import (FAMILIES, VAE, HierarchicalModel, HierarchicalVAE, LadderVAE,
+                             TopDownVAE, VariationalLadderAutoencoder)
+
+__version__ = "0.1.0"
+
+VLAE = VariationalLadderAutoencoder
+LVAE = LadderVAE
+HVAE = HierarchicalVAE

@@ -1,0 +1,259 @@
+"""Observation models p(x | z): decoder parameters -> distribution over images.
+
+A decoder ends in a head that produces `params_per_channel * C` channels at the
+image resolution; the observation layer turns those parameters into a
+distribution whose `log_prob(x)` sums over `[H, W, C]` and returns `[batch]`
+nats, and whose `mean()` is the image a decoder "shows".
+
+| name | x in | parameters per channel |
+| --- | --- | --- |
+| `bernoulli` | {0, 1} (binary) or [0, 1] | 1 (logits) |
+| `gaussian` | [0, 1] | 1 (loc; fixed or learned scale) |
+| `logistic_mixture` | 8-bit: k / 255 | 3 K (logits, loc, log scale) |
+"""
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfladder.serialization import register
+
+tfd = tfp.distributions
+
+
+class Observation(keras.layers.Layer):
+    """Base class: maps `[B, H, W, C * params_per_channel]` to a distribution.
+
+    Subclasses define `params_per_channel`, `distribution(params)` and
+    `support_error(x)` (a message if NumPy array `x` lies outside the support,
+    else None).
+    """
+
+    params_per_channel = 1
+
+    def call(self, params):
+        return self.distribution(params)
+
+    def support_error(self, x):
+        if np.any(x < 0.0) or np.any(x > 1.0):
+            return (f"values in [0, 1] (float) or 0..255 (uint8), got range "
+                    f"[{float(np.min(x)):.4g}, {float(np.max(x)):.4g}]")
+        return None
+
+
+@register
+class BernoulliObservation(Observation):
+    """Independent Bernoulli pixels parameterised by logits.
+
+    #### Mathematical details
+
+    ```none
+    log p(x | z) = sum_pixels x log sigmoid(l) + (1 - x) log sigmoid(-l)
+    ```
+
+    Logits, never probabilities: `probs = sigmoid(20)` rounds to 1 and gives
+    `-inf` for `x = 0` (PITFALLS.md).
+
+    Args:
+      binary: If True (default), inputs must be exactly 0 or 1 (binarised
+        MNIST); if False, grey levels in [0, 1] are accepted (the
+        cross-entropy is then not a normalised likelihood).
+    """
+
+    def __init__(self, binary=True, **kwargs):
+        super().__init__(**kwargs)
+        self.binary = bool(binary)
+
+    def distribution(self, params):
+        return tfd.Independent(tfd.Bernoulli(logits=params, dtype=params.dtype),
+                               reinterpreted_batch_ndims=3)
+
+    def support_error(self, x):
+        if self.binary and not np.all((x == 0.0) | (x == 1.0)):
+            return ("binary values {0, 1} (this Bernoulli model was trained on "
+                    "binarised images; binarise first, e.g. x > 0.5)")
+        return super().support_error(x)
+
+    def get_config(self):
+        return {**super().get_config(), "binary": self.binary}
+
+
+@register
+class GaussianObservation(Observation):
+    """Independent Gaussian pixels with a fixed or learned scale.
+
+    #### Mathematical details
+
+    ```none
+    log p(x | z) = sum_pixels log N(x; loc(z), scale**2)
+    ```
+
+    The VLAE paper uses a fixed-variance Gaussian for SVHN and CelebA
+    (Zhao et al. 2017, section 5).
+
+    Args:
+      scale: A positive float (fixed standard deviation) or "learned" (one
+        trainable log-scale per channel, floored at `min_scale`).
+      min_scale: Floor on a learned scale.
+    """
+
+    def __init__(self, scale=0.1, min_scale=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        if scale != "learned" and not (isinstance(scale, (int, float)) and scale > 0):
+            raise ValueError(f"scale must be a positive float or 'learned', got {scale!r}.")
+        self.scale = scale if scale == "learned" else float(scale)
+        self.min_scale = float(min_scale)
+
+    def build(self, input_shape):
+        if self.scale == "learned":
+            self.log_scale = self.add_weight(
+                name="log_scale", shape=(int(input_shape[-1]),),
+                initializer=keras.initializers.Constant(math.log(0.1)))
+        self.built = True
+
+    def distribution(self, params):
+        if self.scale == "learned":
+            scale = tf.exp(self.log_scale) + self.min_scale
+        else:
+            scale = tf.constant(self.scale, params.dtype)
+        return tfd.Independent(tfd.Normal(loc=params, scale=scale),
+                               reinterpreted_batch_ndims=3)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "min_scale": self.min_scale}
+
+
+@register
+class DiscretizedLogisticMixtureObservation(Observation):
+    """Per-channel mixture of discretised logistics for 8-bit images.
+
+    The likelihood of PixelCNN++ (Salimans et al. 2017, section 2.1), with
+    the channels of a pixel independent given z (no autoregressive channel
+    coupling). See `DiscretizedLogisticMixture` for the math.
+
+    Args:
+      num_components: Number of mixture components K.
+    """
+
+    def __init__(self, num_components=5, **kwargs):
+        super().__init__(**kwargs)
+        if int(num_components) < 1:
+            raise ValueError(f"num_components must be >= 1, got {num_components!r}.")
+        self.num_components = int(num_components)
+
+    @property
+    def params_per_channel(self):
+        return 3 * self.num_components
+
+    def distribution(self, params):
+        shape = tf.shape(params)
+        k = self.num_components
+        params = tf.reshape(params, tf.concat([shape[:-1], [-1, 3 * k]], axis=0))
+        logits, loc, log_scale = tf.split(params, 3, axis=-1)
+        return DiscretizedLogisticMixture(logits, loc, log_scale)
+
+    def support_error(self, x):
+        error = super().support_error(x)
+        if error is None and not np.allclose(np.round(x * 255.0), x * 255.0, atol=1e-3):
+            return "8-bit values k / 255 (uint8 images scaled to [0, 1])"
+        return error
+
+    def get_config(self):
+        return {**super().get_config(), "num_components": self.num_components}
+
+
+class DiscretizedLogisticMixture:
+    """Distribution over 8-bit images, x = k / 255 with k in {0, ..., 255}.
+
+    #### Mathematical details
+
+    On the centred scale y = 2x - 1 (bin half-width 1/255), each channel is a
+    mixture of logistics with weights `softmax(logits)`, locations `loc` and
+    scales `exp(log_scale)`. A bin has probability
+
+    ```none
+    P(k) = sigma((y + 1/255 - loc) / s) - sigma((y - 1/255 - loc) / s)
+    ```
+
+    with the edge bins absorbing the tails (k = 0 takes everything below,
+    k = 255 everything above), so the 256 probabilities sum to one.
+
+    Shapes: `logits`, `loc`, `log_scale` are `[B, H, W, C, K]`; `log_prob`
+    returns `[B]`, `mean` and `sample` return `[B, H, W, C]` in [0, 1].
+    """
+
+    MIN_LOG_SCALE = -7.0
+
+    def __init__(self, logits, loc, log_scale):
+        self.logits = logits
+        self.loc = loc
+        self.log_scale = tf.maximum(log_scale, self.MIN_LOG_SCALE)
+
+    def _log_prob_per_channel(self, x):
+        y = 2.0 * x[..., None] - 1.0                      # [B, H, W, C, 1]
+        inv_scale = tf.exp(-self.log_scale)
+        centred = y - self.loc
+        plus_in = inv_scale * (centred + 1.0 / 255.0)
+        min_in = inv_scale * (centred - 1.0 / 255.0)
+        cdf_delta = tf.sigmoid(plus_in) - tf.sigmoid(min_in)
+        log_cdf_plus = plus_in - tf.nn.softplus(plus_in)        # log sigma(plus_in)
+        log_one_minus_cdf_min = -tf.nn.softplus(min_in)         # log(1 - sigma(min_in))
+        # Middle bins: log of the bin mass, or (when it underflows) the log
+        # density at the bin centre times the bin width 2/255.
+        mid_in = inv_scale * centred
+        log_pdf_mid = mid_in - self.log_scale - 2.0 * tf.nn.softplus(mid_in)
+        # log_pdf_mid is a density on y, where a bin has width 2/255.
+        safe_delta = tf.where(cdf_delta > 1e-5, cdf_delta, tf.ones_like(cdf_delta))
+        log_mid = tf.where(cdf_delta > 1e-5, tf.math.log(safe_delta),
+                           log_pdf_mid + math.log(2.0 / 255.0))
+        log_probs = tf.where(y < -0.999, log_cdf_plus,
+                             tf.where(y > 0.999, log_one_minus_cdf_min, log_mid))
+        log_weights = tf.nn.log_softmax(self.logits, axis=-1)
+        return tf.reduce_logsumexp(log_weights + log_probs, axis=-1)  # [B, H, W, C]
+
+    def log_prob(self, x):
+        return tf.reduce_sum(self._log_prob_per_channel(x), axis=[-3, -2, -1])
+
+    def mean(self):
+        weights = tf.nn.softmax(self.logits, axis=-1)
+        y = tf.reduce_sum(weights * tf.clip_by_value(self.loc, -1.0, 1.0), axis=-1)
+        return (y + 1.0) / 2.0
+
+    def sample(self, seed):
+        """One sample `[B, H, W, C]` in {0, 1/255, ..., 1}; `seed` is a `[2]` int tensor."""
+        seed_component, seed_noise = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        gumbel = -tf.math.log(-tf.math.log(tf.random.stateless_uniform(
+            tf.shape(self.logits), seed_component, minval=1e-5, maxval=1.0 - 1e-5)))
+        one_hot = tf.one_hot(tf.argmax(self.logits + gumbel, axis=-1),
+                             tf.shape(self.logits)[-1], dtype=self.loc.dtype)
+        loc = tf.reduce_sum(one_hot * self.loc, axis=-1)
+        log_scale = tf.reduce_sum(one_hot * self.log_scale, axis=-1)
+        u = tf.random.stateless_uniform(tf.shape(loc), seed_noise, minval=1e-5, maxval=1.0 - 1e-5)
+        y = loc + tf.exp(log_scale) * (tf.math.log(u) - tf.math.log1p(-u))
+        x = (tf.clip_by_value(y, -1.0, 1.0) + 1.0) / 2.0
+        return tf.round(x * 255.0) / 255.0
+
+
+OBSERVATIONS = {
+    "bernoulli": BernoulliObservation,
+    "gaussian": GaussianObservation,
+    "logistic_mixture": DiscretizedLogisticMixtureObservation,
+}
+
+
+def get_observation(spec):
+    """Builds an observation layer from a name or `{"name": ..., **kwargs}`.
+
+    Raises:
+      ValueError: if the name is not one of `OBSERVATIONS`.
+    """
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    spec = dict(spec)
+    name = spec.pop("name", None)
+    if name not in OBSERVATIONS:
+        raise ValueError(
+            f"observation must be one of {sorted(OBSERVATIONS)}, got {name!r}.")
+    return OBSERVATIONS[name](**spec)

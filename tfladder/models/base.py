@@ -1,0 +1,478 @@
+"""The base class shared by every tfladder family.
+
+A family implements three things on top of `HierarchicalModel`:
+
+* `infer(x, seed, training, use_mean)` -> `InferencePass`: one stochastic pass
+  through inference and generative networks, giving for every latent layer the
+  posterior, the prior it is measured against, the sample and its KL term;
+* `decode(z)`: latents (bottom -> top) -> distribution over x;
+* `generate(noise)`: per-layer standard-normal noise -> distribution over x.
+
+Everything else (ELBO, KL per layer, importance-weighted bound, sampling,
+input validation, `train_step` / `test_step` with warm-up, free bits and
+importance-weighted training) lives here once.
+
+#### Mathematical details
+
+With latent layers l = 1 (nearest x) ... L (top):
+
+```none
+log w(x, z) = log p(x | z) + sum_l [log p(z_l | .) - log q(z_l | .)]
+ELBO(x)     = E_q[log p(x | z)] - sum_l KL_l                        (distortion, rate)
+L_K(x)      = E[log 1/K sum_k w(x, z_k)],  z_k ~ q(z | x)            (Burda et al. 2016)
+loss(x)     = -E_q[log p(x | z)] + beta * sum_l KL_l,  beta = min(1, step / warmup_steps)
+```
+
+`KL_l` is analytic where q and p condition on the same sample (LVAE, VLAE,
+top-down VAE) and the single-sample estimate `log q - log p` otherwise (stacked
+HVAE). Free bits (Kingma et al. 2016) replace `KL_l` by `max(free_bits, KL_l)`
+averaged over the batch.
+"""
+import math
+import random
+from typing import NamedTuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfladder import gaussian
+from tfladder.layers.observations import get_observation
+
+tfd = tfp.distributions
+
+_TRAIN_SALT = 0
+_TEST_SALT = 1
+
+
+class LayerTerms(NamedTuple):
+    """What one inference pass yields for one latent layer."""
+    posterior: tfd.Normal   # q(z_l | .), batch shape [B, d_l]
+    prior: tfd.Normal       # p(z_l | z_{l+1}) or N(0, I), batch shape [B, d_l]
+    z: tf.Tensor            # [B, d_l] the sample used further on
+    kl: tf.Tensor           # [B] KL term of this layer, in nats
+
+
+class InferencePass(NamedTuple):
+    """One pass x -> z -> p(x | z)."""
+    layers: list            # list[LayerTerms], bottom -> top
+    likelihood: object      # distribution over x; log_prob(x) -> [B]
+
+
+class ElboTerms(NamedTuple):
+    """Per-example ELBO decomposition, in nats."""
+    elbo: tf.Tensor          # [B]
+    distortion: tf.Tensor    # [B]  -E_q log p(x | z)
+    rate: tf.Tensor          # [B]  sum of kl_per_layer
+    kl_per_layer: tf.Tensor  # [B, L] bottom -> top
+
+
+class HierarchicalModel(keras.Model):
+    """Base class of all tfladder models (see the module docstring).
+
+    Args:
+      image_shape: `(H, W, C)` of the images.
+      latent_dims: Sizes of the latent layers, bottom -> top.
+      observation: Name or `{"name": ..., **kwargs}` of the observation model
+        (`"bernoulli"`, `"gaussian"`, `"logistic_mixture"`).
+      kl_warmup_steps: Steps over which beta rises linearly from 0 to 1
+        (0: no warm-up). `tfladder.training` converts epochs to steps.
+      free_bits: Minimum KL per layer, in nats, averaged over the batch
+        (0: off).
+      num_importance_samples: K > 1 trains on the importance-weighted bound
+        L_K instead of the (warmed-up) ELBO.
+      seed: Integer seed of every random draw the model makes in training and
+        evaluation; a random one is chosen (and saved in the config) if None.
+    """
+
+    def __init__(self, image_shape, latent_dims, observation="bernoulli",
+                 kl_warmup_steps=0, free_bits=0.0, num_importance_samples=1,
+                 seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.image_shape = _check_image_shape(image_shape)
+        self.latent_dims = _check_latent_dims(latent_dims)
+        self.observation_spec = observation if isinstance(observation, str) else dict(observation)
+        self.kl_warmup_steps = _check_non_negative_int("kl_warmup_steps", kl_warmup_steps)
+        if not free_bits >= 0:
+            raise ValueError(f"free_bits must be >= 0 nats, got {free_bits!r}.")
+        self.free_bits = float(free_bits)
+        self.num_importance_samples = _check_positive_int(
+            "num_importance_samples", num_importance_samples)
+        self.seed = int(seed) if seed is not None else random.randrange(2 ** 31)
+        self.observation = get_observation(self.observation_spec)
+        self.params_per_channel = self.observation.params_per_channel
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in self.metric_names}
+
+    # ------------------------------------------------------------------ API
+    @property
+    def num_layers(self):
+        return len(self.latent_dims)
+
+    @property
+    def metric_names(self):
+        return (["loss", "elbo", "distortion", "rate", "beta"]
+                + [f"kl_{l + 1}" for l in range(len(self.latent_dims))])
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def infer(self, x, seed, training=False, use_mean=False):
+        """One pass x -> z -> p(x | z); see the module docstring."""
+        raise NotImplementedError
+
+    def decode(self, z, training=False):
+        """Latents `[z_1, ..., z_L]` (bottom -> top) -> distribution over x."""
+        raise NotImplementedError
+
+    def generate(self, noise, training=False):
+        """Per-layer N(0, I) noise (bottom -> top) -> distribution over x."""
+        raise NotImplementedError
+
+    def encode(self, x, seed=None):
+        """Posterior distributions `q(z_l | .)`, bottom -> top.
+
+        Upper posteriors of the hierarchical families condition on samples
+        of other layers; with `seed=None` they condition on posterior means
+        (deterministic), with a seed on reparameterised samples.
+        """
+        x = self.prepare_inputs(x)
+        inference = self.infer(x, _as_seed(seed, self.seed), use_mean=seed is None)
+        return [layer.posterior for layer in inference.layers]
+
+    def sample(self, num_samples, seed=0, mean=True):
+        """Ancestral samples from the prior: `[num_samples, H, W, C]` images.
+
+        Args:
+          num_samples: Number of images.
+          seed: Integer seed (stateless: the same seed gives the same images).
+          mean: Return the likelihood mean p(x | z) (the usual way to show a
+            VAE sample) instead of a draw from it.
+        """
+        num_samples = _check_positive_int("num_samples", num_samples)
+        noise_seed, pixel_seed = tf.unstack(tf.random.experimental.stateless_split(
+            _as_seed(seed, 0), 2))
+        noise = self.prior_noise(num_samples, noise_seed)
+        likelihood = self.generate(noise)
+        if mean:
+            return likelihood.mean()
+        return likelihood.sample(seed=pixel_seed)
+
+    def prior_noise(self, num_samples, seed):
+        """Standard-normal noise, one `[num_samples, d_l]` tensor per layer."""
+        seeds = tf.unstack(tf.random.experimental.stateless_split(seed, self.num_layers))
+        return [tf.random.stateless_normal([num_samples, dim], s)
+                for dim, s in zip(self.latent_dims, seeds)]
+
+    def elbo_terms(self, x, seed=None, training=False):
+        """`ElboTerms` (elbo, distortion, rate, kl_per_layer), all per example."""
+        x = self.prepare_inputs(x)
+        return self._elbo_terms(x, _as_seed(seed, self.seed), training)
+
+    def elbo(self, x, seed=None):
+        """Per-example evidence lower bound L_1, in nats: `[B]`."""
+        return self.elbo_terms(x, seed).elbo
+
+    def kl_per_layer(self, x, seed=None):
+        """Per-example KL of each latent layer, in nats: `[B, L]` bottom -> top."""
+        return self.elbo_terms(x, seed).kl_per_layer
+
+    def log_likelihood(self, x, num_samples=5000, seed=None, max_batch=None):
+        """Importance-weighted estimate L_K of log p(x), in nats: `[B]`.
+
+        The K samples are drawn in chunks so that memory stays bounded
+        (`max_batch` images per forward pass; default 100 * 784 pixels per
+        chunk x batch, roughly) and reduced with a running log-sum-exp.
+        L_1 = ELBO <= L_K <= L_{K+1} <= log p(x) in expectation.
+
+        Args:
+          x: Images `[B, H, W, C]`.
+          num_samples: K >= 1.
+          seed: Integer seed.
+          max_batch: Largest number of (image, sample) pairs per forward pass.
+        """
+        num_samples = _check_positive_int("num_samples", num_samples)
+        x = self.prepare_inputs(x)
+        batch = int(x.shape[0])
+        if max_batch is None:
+            max_batch = max(batch, 4096 * 784 // int(np.prod(self.image_shape)))
+        chunk = max(1, min(num_samples, int(max_batch) // batch))
+        seed = _as_seed(seed, self.seed)
+        running = tf.fill([batch], -np.inf)
+        for start in range(0, num_samples, chunk):
+            size = min(chunk, num_samples - start)
+            chunk_seed = tf.random.experimental.stateless_fold_in(seed, start)
+            log_w = self._chunk_log_weights(x, chunk_seed, tf.constant(size))
+            running = tf.reduce_logsumexp(
+                tf.stack([running, tf.reduce_logsumexp(log_w, axis=0)]), axis=0)
+        return running - math.log(num_samples)
+
+    # ------------------------------------------------------ the math, once
+    def log_weights(self, x, seed, training=False):
+        """`log w = log p(x | z) + sum_l [log p(z_l | .) - log q(z_l | .)]`: `[B]`."""
+        inference = self.infer(x, seed, training=training)
+        log_w = inference.likelihood.log_prob(x)
+        for layer in inference.layers:
+            log_w += tf.reduce_sum(layer.prior.log_prob(layer.z)
+                                   - layer.posterior.log_prob(layer.z), axis=-1)
+        return log_w
+
+    @tf.function(reduce_retracing=True)
+    def _chunk_log_weights(self, x, seed, num_samples):
+        """`[num_samples, B]` log weights for `num_samples` copies of `x`."""
+        batch = tf.shape(x)[0]
+        tiled = tf.tile(x, [num_samples, 1, 1, 1])       # [K*B, H, W, C], sample-major
+        log_w = self.log_weights(tiled, seed)
+        return tf.reshape(log_w, [num_samples, batch])
+
+    def _elbo_terms(self, x, seed, training=False):
+        inference = self.infer(x, seed, training=training)
+        distortion = -inference.likelihood.log_prob(x)
+        kl = tf.stack([layer.kl for layer in inference.layers], axis=-1)   # [B, L]
+        rate = tf.reduce_sum(kl, axis=-1)
+        return ElboTerms(elbo=-(distortion + rate), distortion=distortion, rate=rate,
+                         kl_per_layer=kl)
+
+    def beta(self, step):
+        """KL weight of the warm-up at optimizer step `step` (Sonderby et al. sec. 2.3)."""
+        if self.kl_warmup_steps == 0:
+            return tf.constant(1.0)
+        return tf.minimum(1.0, tf.cast(step, tf.float32) / float(self.kl_warmup_steps))
+
+    # ------------------------------------------------------------ training
+    def _step_seed(self, salt):
+        """A stateless seed per (model seed, step, replica): distinct noise on
+        every replica (PITFALLS.md) and reproducible after a resume."""
+        step = self.optimizer.iterations if self.optimizer is not None else 0
+        seed = tf.random.experimental.stateless_fold_in(
+            tf.constant([self.seed, salt], tf.int32), tf.cast(step, tf.int32))
+        replica = tf.distribute.get_replica_context()
+        replica_id = replica.replica_id_in_sync_group if replica is not None else 0
+        return tf.random.experimental.stateless_fold_in(seed, tf.cast(replica_id, tf.int32))
+
+    def _loss_terms(self, x, seed, beta, training):
+        """Per-example loss pieces: (summed loss over the local batch, ElboTerms)."""
+        terms = self._elbo_terms(x, seed, training=training)
+        local_count = tf.cast(tf.shape(x)[0], tf.float32)
+        if self.num_importance_samples > 1:
+            k = self.num_importance_samples
+            seeds = tf.random.experimental.stateless_split(seed, k)
+            log_w = tf.stack([self.log_weights(x, seeds[i], training=training)
+                              for i in range(k)])
+            loss_sum = -tf.reduce_sum(gaussian.log_mean_exp(log_w, axis=0))
+        elif self.free_bits > 0:
+            kl_mean = tf.reduce_sum(terms.kl_per_layer, axis=0) / tf.maximum(local_count, 1.0)
+            kl_sum = local_count * tf.reduce_sum(tf.maximum(kl_mean, self.free_bits))
+            loss_sum = tf.reduce_sum(terms.distortion) + beta * kl_sum
+        else:
+            loss_sum = tf.reduce_sum(terms.distortion + beta * terms.rate)
+        return loss_sum, terms
+
+    def train_step(self, data):
+        x = _unpack(data)
+        beta = self.beta(self.optimizer.iterations)
+        seed = self._step_seed(_TRAIN_SALT)
+        global_count = _global_count(x)
+        with tf.GradientTape() as tape:
+            loss_sum, terms = self._loss_terms(x, seed, beta, training=True)
+            loss = loss_sum / global_count
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return self._update_trackers(loss_sum, terms, beta)
+
+    def test_step(self, data):
+        x = _unpack(data)
+        loss_sum, terms = self._loss_terms(x, self._step_seed(_TEST_SALT), tf.constant(1.0),
+                                       training=False)
+        return self._update_trackers(loss_sum, terms, tf.constant(1.0))
+
+    def _update_trackers(self, loss_sum, terms, beta):
+        count = tf.cast(tf.shape(terms.elbo)[0], tf.float32)
+        self._trackers["loss"].update_state(loss_sum / tf.maximum(count, 1.0), sample_weight=count)
+        self._trackers["elbo"].update_state(terms.elbo)
+        self._trackers["distortion"].update_state(terms.distortion)
+        self._trackers["rate"].update_state(terms.rate)
+        self._trackers["beta"].update_state(beta)
+        for l in range(self.num_layers):
+            self._trackers[f"kl_{l + 1}"].update_state(terms.kl_per_layer[:, l])
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    def call(self, x, training=False):
+        """Per-example ELBO terms as a dict of tensors (usable by `predict`)."""
+        terms = self._elbo_terms(self._cast_inputs(x), tf.constant([self.seed, 2], tf.int32),
+                                 training=training)
+        return terms._asdict()
+
+    def build(self, input_shape=None):
+        """Creates every weight by running one pass on a dummy batch of two."""
+        if self.built:
+            return
+        x = tf.zeros((2,) + self.image_shape)
+        self.infer(x, tf.constant([0, 0], tf.int32))
+        self.generate(self.prior_noise(2, tf.constant([0, 0], tf.int32)))
+        self.built = True
+
+    def get_build_config(self):
+        return {"image_shape": list(self.image_shape)}
+
+    def build_from_config(self, config):
+        self.build()
+
+    # ---------------------------------------------------------- validation
+    def _cast_inputs(self, x):
+        x = tf.convert_to_tensor(x)
+        if x.dtype == tf.uint8:
+            return tf.cast(x, tf.float32) / 255.0
+        return tf.cast(x, tf.float32)
+
+    def prepare_inputs(self, x):
+        """Validates images and returns them as float32 in [0, 1].
+
+        Static properties (dtype, rank, image size, empty batch) are always
+        checked; values (NaN / Inf, the likelihood's support) are checked when
+        running eagerly.
+
+        Raises:
+          ValueError: naming what was expected.
+        """
+        if isinstance(x, (list, tuple)):
+            x = np.asarray(x)
+        dtype = tf.as_dtype(x.dtype)
+        if not (dtype.is_floating or dtype == tf.uint8):
+            raise ValueError(f"x must be float in [0, 1] or uint8 in [0, 255], got dtype "
+                             f"{dtype.name}.")
+        shape = tuple(x.shape)
+        if len(shape) != 4:
+            raise ValueError(
+                f"x must have rank 4 [batch, height, width, channels] = [B, "
+                f"{', '.join(map(str, self.image_shape))}], got shape {shape}"
+                + (" (add a channel axis with x[..., None])" if len(shape) == 3 else "") + ".")
+        if tuple(shape[1:]) != self.image_shape:
+            raise ValueError(f"x must have image shape {self.image_shape} (height, width, "
+                             f"channels), got {tuple(shape[1:])}.")
+        if shape[0] == 0:
+            raise ValueError("x is an empty batch; expected at least one image.")
+        x = self._cast_inputs(x)
+        if not self.built:
+            self.build()
+        if tf.executing_eagerly():
+            values = x.numpy()
+            if not np.all(np.isfinite(values)):
+                raise ValueError("x contains NaN or Inf values; expected finite pixels.")
+            error = self.observation.support_error(values)
+            if error is not None:
+                raise ValueError(f"x is outside the support of the "
+                                 f"{type(self.observation).__name__} likelihood: expected {error}.")
+        return x
+
+    # ------------------------------------------------------- serialization
+    def get_config(self):
+        return {
+            "image_shape": list(self.image_shape),
+            "latent_dims": list(self.latent_dims),
+            "observation": self.observation_spec,
+            "kl_warmup_steps": self.kl_warmup_steps,
+            "free_bits": self.free_bits,
+            "num_importance_samples": self.num_importance_samples,
+            "seed": self.seed,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+# ---------------------------------------------------------------- helpers
+def _unpack(data):
+    """Accepts `x` or `(x,)` / `(x, y)` batches; returns x."""
+    if isinstance(data, (tuple, list)):
+        return data[0]
+    return data
+
+
+def _global_count(x):
+    """Number of examples in the global batch (all replicas)."""
+    local = tf.cast(tf.shape(x)[0], tf.float32)
+    replica = tf.distribute.get_replica_context()
+    if replica is None or replica.num_replicas_in_sync == 1:
+        return tf.maximum(local, 1.0)
+    return tf.maximum(replica.all_reduce(tf.distribute.ReduceOp.SUM, local), 1.0)
+
+
+def _as_seed(seed, default):
+    """An int, a `[2]` tensor or None -> a `[2]` int64 stateless seed."""
+    if seed is None:
+        seed = default
+    if isinstance(seed, (int, np.integer)):
+        return tf.constant([int(seed), 0], tf.int32)
+    return tf.cast(seed, tf.int32)
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _check_non_negative_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
+    return int(value)
+
+
+def _check_image_shape(image_shape):
+    shape = tuple(image_shape)
+    if len(shape) != 3 or not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape):
+        raise ValueError(f"image_shape must be (height, width, channels) of positive "
+                         f"integers, got {image_shape!r}.")
+    return tuple(int(d) for d in shape)
+
+
+def _check_latent_dims(latent_dims):
+    if isinstance(latent_dims, (int, np.integer)):
+        latent_dims = [latent_dims]
+    dims = list(latent_dims)
+    if not dims:
+        raise ValueError("latent_dims must list at least one latent layer size.")
+    return [_check_positive_int("latent_dims[i]", d) for d in dims]
+
+
+def standard_normal(batch, dim):
+    """The `N(0, I)` prior with batch shape `[batch, dim]`."""
+    return tfd.Normal(tf.zeros([batch, dim]), tf.ones([batch, dim]))
+
+
+def draw(distribution, seed, use_mean):
+    """A reparameterised sample of a Normal, or its mean when `use_mean`."""
+    if use_mean:
+        return distribution.loc
+    return distribution.sample(seed=seed)
+
+
+def layer_seeds(seed, num_layers):
+    """`num_layers + 1` independent stateless seeds (one per layer, one for x)."""
+    return tf.unstack(tf.random.experimental.stateless_split(seed, num_layers + 1))
+
+
+def per_layer(name, value, num_layers):
+    """An int for every layer, or a list with one entry per layer."""
+    if isinstance(value, (int, np.integer)):
+        return [int(value)] * num_layers
+    values = [int(v) for v in value]
+    if len(values) != num_layers:
+        raise ValueError(f"{name} must have one entry per latent layer ({num_layers}), "
+                         f"got {len(values)}: {values}.")
+    return values
+
+
+def check_noise(noise, latent_dims):
+    """Raises a ValueError unless `noise` is one `[B, d_l]` tensor per layer."""
+    if len(noise) != len(latent_dims):
+        raise ValueError(f"noise must be a list of {len(latent_dims)} tensors (one per latent "
+                         f"layer, bottom -> top), got {len(noise)}.")
+    for l, (eps, dim) in enumerate(zip(noise, latent_dims)):
+        if len(eps.shape) != 2 or eps.shape[-1] != dim:
+            raise ValueError(f"noise[{l}] must have shape [batch, {dim}], got "
+                             f"{tuple(eps.shape)}.")

@@ -1,0 +1,135 @@
+"""The Variational Ladder Autoencoder (Zhao, Song & Ermon, ICML 2017).
+
+```none
+prior:      p(z_1, ..., z_L) = N(0, I)                       (flat, no chain)
+inference:  h_0 = x,  h_l = g_l(h_{l-1}),  q(z_l | x) = N(mu_l(h_l), sigma_l(h_l)**2)
+generation: z~_L = f_L(z_L),  z~_l = u_l([z~_{l+1}; v_l(z_l)]),  x ~ r(x; f_0(z~_1))
+ELBO      = E_q[log r(x; f_0(z~_1))] - sum_l KL(q(z_l | x) || N(0, I))
+```
+
+The hierarchy lives in the network: z_1 is reached through the shallowest
+path (low-level features such as stroke width or colour), z_L through the
+deepest (digit identity, face identity). Section 4 of the paper; the
+MNIST configuration has 3 layers of 2-D latents, SVHN and CelebA 4 layers.
+"""
+import tensorflow as tf
+
+from tfladder import gaussian
+from tfladder.layers.blocks import ImageHead
+from tfladder.layers.ladder import GenerativeRung, InferenceRung
+from tfladder.models.base import (HierarchicalModel, InferencePass, LayerTerms, check_noise,
+                                  draw, layer_seeds, per_layer, standard_normal)
+from tfladder.serialization import register
+
+
+@register
+class VariationalLadderAutoencoder(HierarchicalModel):
+    """VLAE (module docstring).
+
+    Args (beyond `HierarchicalModel`'s):
+      hidden_units: Width of each rung's dense layers, bottom -> top.
+      conv_filters: For each rung, the filters of its stride-2 convolutions
+        (an empty list: a dense rung). Convolutional rungs come first.
+      num_hidden_layers: Depth of the dense bodies g_l and u_l.
+      activation: Activation of the inference rungs (leaky ReLU in the paper).
+      generative_activation: Activation of the generative rungs (ReLU).
+      batch_norm: Batch normalisation inside the rungs.
+      min_scale: Floor of the posterior standard deviations.
+
+    #### Examples
+
+    ```python
+    model = tfladder.VariationalLadderAutoencoder(
+        (28, 28, 1), latent_dims=[2, 2, 2], hidden_units=1024,
+        conv_filters=[[64, 128], [], []])
+    images = model.generate([grid, zeros, zeros]).mean()   # traverse layer 1
+    ```
+
+    #### References
+
+    Zhao, Song & Ermon, "Learning Hierarchical Features from Generative
+    Models", ICML 2017, section 4 and Figures 5-7.
+    """
+
+    def __init__(self, image_shape, latent_dims, hidden_units=1024, conv_filters=None,
+                 num_hidden_layers=2, activation="leaky_relu", generative_activation="relu",
+                 batch_norm=False, min_scale=1e-3, **kwargs):
+        super().__init__(image_shape, latent_dims, **kwargs)
+        self.hidden_units = per_layer("hidden_units", hidden_units, self.num_layers)
+        if conv_filters is None:
+            conv_filters = [[] for _ in self.latent_dims]
+        self.conv_filters = [[int(f) for f in filters] for filters in conv_filters]
+        if len(self.conv_filters) != self.num_layers:
+            raise ValueError(f"conv_filters must have one list per latent layer "
+                             f"({self.num_layers}), got {len(self.conv_filters)}.")
+        conv_rungs = [bool(f) for f in self.conv_filters]
+        if conv_rungs != sorted(conv_rungs, reverse=True):
+            raise ValueError("conv_filters: convolutional rungs must come first (bottom), "
+                             f"got {self.conv_filters}.")
+        self.num_hidden_layers = int(num_hidden_layers)
+        self.activation = activation
+        self.generative_activation = generative_activation
+        self.batch_norm = bool(batch_norm)
+        self.min_scale = float(min_scale)
+
+        self.inference_rungs, self.generative_rungs = [], []
+        shape = self.image_shape
+        for l in range(self.num_layers):
+            rung = dict(latent_dim=self.latent_dims[l], units=self.hidden_units[l],
+                        conv_filters=self.conv_filters[l], num_layers=self.num_hidden_layers,
+                        batch_norm=self.batch_norm)
+            self.inference_rungs.append(InferenceRung(
+                activation=activation, min_scale=self.min_scale, name=f"inference_{l + 1}",
+                **rung))
+            start_shape = None
+            if self.conv_filters[l]:
+                shape = _downsampled(shape, self.conv_filters[l], self.image_shape)
+                start_shape = shape
+            self.generative_rungs.append(GenerativeRung(
+                activation=generative_activation, start_shape=start_shape,
+                name=f"generative_{l + 1}", **rung))
+        self.head = ImageHead(self.image_shape, self.params_per_channel, name="head")
+
+    def infer(self, x, seed, training=False, use_mean=False):
+        seeds = layer_seeds(seed, self.num_layers)
+        h = x
+        layers = []
+        for l, rung in enumerate(self.inference_rungs):
+            h, q = rung(h, training=training)
+            p = standard_normal(tf.shape(x)[0], self.latent_dims[l])
+            z = draw(q, seeds[l], use_mean)
+            kl = tf.reduce_sum(gaussian.gaussian_kl(q.loc, q.scale, p.loc, p.scale), axis=-1)
+            layers.append(LayerTerms(posterior=q, prior=p, z=z, kl=kl))
+        latents = [layer.z for layer in layers]
+        return InferencePass(layers=layers, likelihood=self.decode(latents, training=training))
+
+    def decode(self, z, training=False):
+        """z~_L = f_L(z_L), z~_l = u_l([z~_{l+1}; v_l(z_l)]), x ~ r(x; f_0(z~_1))."""
+        check_noise(z, self.latent_dims)
+        h = None
+        for l in reversed(range(self.num_layers)):
+            rung_input = z[l] if h is None else [h, z[l]]
+            h = self.generative_rungs[l](rung_input, training=training)
+        return self.observation(self.head(h))
+
+    def generate(self, noise, training=False):
+        """The prior is N(0, I) on every layer, so z = noise."""
+        return self.decode(noise, training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_units": list(self.hidden_units),
+                "conv_filters": [list(f) for f in self.conv_filters],
+                "num_hidden_layers": self.num_hidden_layers, "activation": self.activation,
+                "generative_activation": self.generative_activation,
+                "batch_norm": self.batch_norm, "min_scale": self.min_scale}
+
+
+def _downsampled(shape, filters, image_shape):
+    """Feature-map shape after len(filters) stride-2 'same' convs on `shape`."""
+    height, width, _ = shape
+    for _ in filters:
+        if height % 2 or width % 2:
+            raise ValueError(f"conv_filters halve the resolution once per filter; image_shape "
+                             f"{tuple(image_shape)} is not divisible often enough.")
+        height, width = height // 2, width // 2
+    return (height, width, int(filters[-1]))
