@@ -26,21 +26,23 @@ A source is named by a string:
   a network (`tfds.load` downloads on first use; offline it retries for
   minutes before it fails):
 
-  | name              | splits                           | stored       | served                                   |
-  |-------------------|----------------------------------|--------------|------------------------------------------|
-  | `mnist`           | train, test                      | 28x28x1      | 28x28x1                                  |
-  | `binarized_mnist` | train, validation, test          | 28x28x1 0/1  | 28x28x1, kept in {0, 1}                  |
-  | `omniglot`        | train, test, small1, small2      | 105x105x3    | 28x28x1 grey, inverted: strokes are 1    |
-  | `svhn_cropped`    | train, test, extra               | 32x32x3      | 32x32x3                                  |
-  | `celeb_a`         | train, validation, test          | 218x178x3    | 64x64x3: central 148x148 crop, resized   |
-  | `smallnorb`       | train, test                      | 96x96x1 (x2) | 64x64x1: first camera (`image`), resized |
+  | name              | splits                      | stored       | served                  |
+  |-------------------|-----------------------------|--------------|-------------------------|
+  | `mnist`           | train, test                 | 28x28x1      | 28x28x1                 |
+  | `binarized_mnist` | train, validation, test     | 28x28x1, 0/1 | 28x28x1, kept in {0, 1} |
+  | `omniglot`        | train, test, small1, small2 | 105x105x3    | 28x28x1 grey, ink = 1   |
+  | `svhn_cropped`    | train, test, extra          | 32x32x3      | 32x32x3                 |
+  | `celeb_a`         | train, validation, test     | 218x178x3    | 148x148 crop -> 64x64x3 |
+  | `smallnorb`       | train, test                 | 96x96x1, x2  | `image` -> 64x64x1      |
 
-  `valid` is accepted for `validation`. The Omniglot preprocessing follows
-  IWAE (Burda et al. 2016) and the LVAE paper (Sonderby et al. 2016), which
-  use 28x28 characters with ink = 1; the CelebA crop is the usual
-  DCGAN / VLAE one. CelebA downloads from Google Drive and fails
-  intermittently on checksums (tensorflow/datasets#1482); download it by hand
-  into `<data_dir>/downloads/manual` if that happens.
+  `valid` is accepted for `validation`. Omniglot is made grey, resized and
+  inverted so that ink = 1, the 28x28 version used by IWAE (Burda et al. 2016)
+  and the LVAE paper (Sonderby et al. 2016). CelebA is cut to its central
+  148x148 square, the usual DCGAN / VLAE crop, then resized. smallNORB serves
+  the first camera's `image` (not `image2`) at 64x64. CelebA downloads from
+  Google Drive, which fails intermittently with a checksum error
+  (tensorflow/datasets#1482): retry later, or prepare it where the download
+  works and pass that `data_dir`, or use a local `.npz` of faces instead.
 
 `SOURCES` maps every name to a small dataclass that describes it; `load`,
 `load_arrays`, `image_shape` and `num_examples` look the name up there.
@@ -334,7 +336,8 @@ class TfdsSource:
             shuffle_files=shuffle_files,
             read_config=tfds.ReadConfig(shuffle_seed=seed),
         )
-        return StoredImages(pixels=examples.map(lambda example: example["image"]), decode=self.preprocess)
+        pixels = examples.map(lambda example: example["image"])
+        return StoredImages(pixels=pixels, decode=self.preprocess)
 
     def _split(self, split: str) -> str:
         match = _match_split(split, self.split_sizes)
@@ -362,8 +365,11 @@ def _resize(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
 
 
 def _omniglot_ink(images: tf.Tensor) -> tf.Tensor:
-    """[B, 105, 105, 3] ink on white paper -> [B, 28, 28, 1] grey, ink = 1 (as in IWAE / LVAE)."""
-    grey = tf.image.rgb_to_grayscale(_to_unit_interval(images))
+    """[B, 105, 105, 3] ink on white paper -> [B, 28, 28, 1] grey, ink = 1 (as in IWAE / LVAE).
+
+    The three channels are equal (black and white scans), so their mean is the grey level.
+    """
+    grey = tf.reduce_mean(_to_unit_interval(images), axis=-1, keepdims=True)
     return 1.0 - _resize(grey, (28, 28))
 
 
@@ -603,7 +609,8 @@ def image_shape(source: str, data_dir: str | None = None) -> tuple[int, int, int
 
     Args:
       source: as in `load`.
-      data_dir: TFDS data directory; ignored by the other sources.
+      data_dir: unused, kept for symmetry with `load`: the shapes of the
+        TFDS sources are fixed by their preprocessing.
 
     Returns:
       A tuple (H, W, C). For a `.npz` file, the shape of `x_train` (or of its
@@ -618,12 +625,11 @@ def image_shape(source: str, data_dir: str | None = None) -> tuple[int, int, int
 def num_examples(source: str, split: str, data_dir: str | None = None) -> int:
     """The number of images in a split (before any `limit`).
 
-    TFDS sizes come from the TFDS catalog, so no download is needed.
-
     Args:
       source: as in `load`.
       split: as in `load`.
-      data_dir: TFDS data directory; ignored by the other sources.
+      data_dir: unused, kept for symmetry with `load`: the sizes of the TFDS
+        sources come from the TFDS catalog, so no download is needed.
 
     Returns:
       The number of images.

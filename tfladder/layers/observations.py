@@ -101,7 +101,8 @@ class GaussianObservation(Observation):
 
     def __init__(self, scale=0.1, min_scale=1e-3, **kwargs):
         super().__init__(**kwargs)
-        if scale != "learned" and not (isinstance(scale, (int, float)) and scale > 0):
+        is_number = isinstance(scale, (int, float, np.floating)) and not isinstance(scale, bool)
+        if scale != "learned" and not (is_number and scale > 0):
             raise ValueError(f"scale must be a positive float or 'learned', got {scale!r}.")
         self.scale = scale if scale == "learned" else float(scale)
         self.min_scale = float(min_scale)

@@ -168,7 +168,8 @@ class DeltaGaussian(keras.layers.Layer):
 
 def _flatten(features):
     """Flattens conv features `[B, H, W, C]` to `[B, H*W*C]` (dense ladder link)."""
-    if features.shape.rank is not None and features.shape.rank > 2:
+    features = tf.convert_to_tensor(features)
+    if len(features.shape) > 2:
         return tf.reshape(features, [tf.shape(features)[0], -1])
     return features
 

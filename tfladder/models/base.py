@@ -313,6 +313,11 @@ class HierarchicalModel(keras.Model):
         self.generate(self.prior_noise(2, tf.constant([0, 0], tf.int32)))
         self.built = True
 
+    def load_weights(self, filepath, *args, **kwargs):
+        """Builds the model (creating every weight) before loading `filepath`."""
+        self.build()
+        return super().load_weights(filepath, *args, **kwargs)
+
     def get_build_config(self):
         return {"image_shape": list(self.image_shape)}
 
