@@ -6,14 +6,6 @@ from setuptools import find_packages, setup
 HERE = pathlib.Path(__file__).parent
 
 
-def _zoo_files():
-    """Every shipped artifact under zoo/, relative to the package data root."""
-    root = HERE / "zoo"
-    if not root.exists():
-        return []
-    return [str(p.relative_to(HERE)) for p in root.rglob("*") if p.is_file()]
-
-
 setup(
     name="tfladder",
     version="0.1.0",
@@ -23,11 +15,11 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["tfladder", "tfladder.*"]),
-    # The zoo artifacts live at the top level (zoo/<name>/) and are installed as
-    # data inside the package directory tfladder/_zoo so a wheel carries them.
-    data_files=[],
-    include_package_data=True,
+    # The zoo artifacts live at the top level (zoo/<name>/) and install as the
+    # data-only package tfladder._zoo, so a wheel carries them.
+    packages=find_packages(include=["tfladder", "tfladder.*"]) + ["tfladder._zoo"],
+    package_dir={"tfladder._zoo": "zoo"},
+    package_data={"tfladder._zoo": ["*/*", "*/*/*", "*/*/*/*"]},
     install_requires=[
         "tensorflow>=2.18,<2.22",
         "tensorflow-probability[tf]>=0.25,<0.26",

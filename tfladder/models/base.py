@@ -151,10 +151,12 @@ class HierarchicalModel(keras.Model):
             VAE sample) instead of a draw from it.
         """
         num_samples = _check_positive_int("num_samples", num_samples)
-        noise_seed, pixel_seed = tf.unstack(tf.random.experimental.stateless_split(
-            _as_seed(seed, 0), 2))
-        noise = self.prior_noise(num_samples, noise_seed)
-        likelihood = self.generate(noise)
+        return self.sample_from_seed(num_samples, _as_seed(seed, 0), mean=mean)
+
+    def sample_from_seed(self, num_samples, seed, mean=True):
+        """`sample` for a `[2]` int32 seed tensor (graph friendly, used by exports)."""
+        noise_seed, pixel_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        likelihood = self.generate(self.prior_noise(num_samples, noise_seed))
         if mean:
             return likelihood.mean()
         return likelihood.sample(seed=pixel_seed)

@@ -1,0 +1,74 @@
+"""SavedModel export with tensor-only endpoints (servable without tfladder).
+
+Endpoints (all return dicts of named float32 tensors):
+
+| endpoint | inputs | outputs |
+| --- | --- | --- |
+| `encode` | `x [B, H, W, C]` in [0, 1] | `loc_<l>`, `scale_<l>` per layer (mean-conditioned, see `encode`) |
+| `decode` | `z_<l> [B, d_l]` per layer | `mean [B, H, W, C]` of p(x given z) |
+| `generate` | `noise_<l> [B, d_l]` per layer | `mean` of the image for that prior noise |
+| `sample` | `num_samples` int32 scalar, `seed` int32 scalar | `images [n, H, W, C]` (likelihood means) |
+| `elbo` | `x [B, H, W, C]` | `elbo`, `distortion`, `rate [B]`, `kl_per_layer [B, L]` |
+
+`sample` and `elbo` use stateless random ops, so the same inputs give the
+same outputs in every process (PITFALLS.md: a saved `SeedGenerator` would
+replay one sequence everywhere; stateful ops differ in every process).
+"""
+import keras
+import tensorflow as tf
+
+ELBO_SEED = 0
+
+
+def endpoint_functions(model):
+    """The endpoint functions and their input signatures, keyed by name."""
+    image_spec = tf.TensorSpec([None, *model.image_shape], tf.float32, name="x")
+    latent_specs = [tf.TensorSpec([None, d], tf.float32, name=f"z_{l + 1}")
+                    for l, d in enumerate(model.latent_dims)]
+    noise_specs = [tf.TensorSpec([None, d], tf.float32, name=f"noise_{l + 1}")
+                   for l, d in enumerate(model.latent_dims)]
+
+    def encode(x):
+        posteriors = model.infer(x, tf.constant([0, 0], tf.int32), use_mean=True).layers
+        outputs = {}
+        for l, layer in enumerate(posteriors):
+            outputs[f"loc_{l + 1}"] = layer.posterior.loc
+            outputs[f"scale_{l + 1}"] = layer.posterior.scale
+        return outputs
+
+    def decode(*z):
+        return {"mean": model.decode(list(z)).mean()}
+
+    def generate(*noise):
+        return {"mean": model.generate(list(noise)).mean()}
+
+    def sample(num_samples, seed):
+        return {"images": model.sample_from_seed(num_samples, tf.stack([seed, 0]))}
+
+    def elbo(x):
+        terms = model._elbo_terms(x, tf.constant([ELBO_SEED, 0], tf.int32))
+        return terms._asdict()
+
+    return {
+        "encode": (encode, [image_spec]),
+        "decode": (decode, latent_specs),
+        "generate": (generate, noise_specs),
+        "sample": (sample, [tf.TensorSpec([], tf.int32, name="num_samples"),
+                            tf.TensorSpec([], tf.int32, name="seed")]),
+        "elbo": (elbo, [image_spec]),
+    }
+
+
+def export_saved_model(model, directory):
+    """Writes `model` as a SavedModel with the endpoints of the module docstring.
+
+    Returns:
+      The export directory, as a string.
+    """
+    model.build()
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name, (function, signature) in endpoint_functions(model).items():
+        archive.add_endpoint(name=name, fn=function, input_signature=signature)
+    archive.write_out(str(directory), verbose=False)
+    return str(directory)

@@ -1,0 +1,170 @@
+"""`train`: one function that trains a zoo variant and writes its folder.
+
+The shape of the Flax examples' `train_and_evaluate(config, workdir)`: the
+`tfladder train` command and the benchmarks are thin wrappers around it.
+
+```none
+workdir/
+  backup/        BackupAndRestore state (weights, optimizer, epoch): a killed run resumes
+  logs/          TensorBoard: scalars, KL per layer, sample and traversal grids per epoch
+  history.csv    one row per epoch (the learning curve), appended across resumes
+  model/         the trained variant, zoo-style (tfladder.zoo.load(workdir/"model"))
+```
+"""
+import dataclasses
+import json
+import math
+import pathlib
+import time
+from typing import NamedTuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tfladder import data as data_lib
+from tfladder import figures, zoo
+from tfladder.export import export_saved_model
+from tfladder.models import FAMILIES
+
+MODEL_DIR = "model"
+DONE = "TRAINING_COMPLETE"
+
+
+class TrainResult(NamedTuple):
+    model: object
+    history: dict
+    folder: pathlib.Path
+
+
+class ImageSummaries(keras.callbacks.Callback):
+    """Writes sample and layer-traversal grids to TensorBoard after every epoch."""
+
+    def __init__(self, log_dir, seed=0):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(str(pathlib.Path(log_dir) / "images"))
+        self.seed = seed
+
+    def on_epoch_end(self, epoch, logs=None):
+        with self.writer.as_default(step=epoch):
+            tf.summary.image("samples", figures.sample_grid(self.model, seed=self.seed)[None])
+            for l, block in enumerate(figures.layer_traversals(self.model, seed=self.seed)):
+                tf.summary.image(f"traversal/layer_{l + 1}", block[None])
+        self.writer.flush()
+
+
+def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=None,
+          limit=None, strategy=None, verbose=1):
+    """Trains zoo `variant` (a name or a `zoo.Variant`) and writes `workdir/model`.
+
+    Re-running the same call resumes from the last completed epoch
+    (`BackupAndRestore`); once the run is complete it returns the finished
+    model without training again.
+
+    Args:
+      variant: Zoo name or `zoo.Variant`.
+      workdir: Folder for checkpoints, logs and the trained variant.
+      data: Override of the variant's data source (a `tfladder.data` name or
+        `.npz` path).
+      epochs, batch_size, seed: Overrides of the variant's recipe.
+      limit: Use only the first `limit` training images.
+      strategy: A `tf.distribute.Strategy` (default: the current one).
+      verbose: Keras progress-bar verbosity.
+
+    Returns:
+      `TrainResult(model, history, folder)`.
+    """
+    variant = zoo.get(variant) if isinstance(variant, str) else variant
+    recipe = dataclasses.replace(
+        variant.recipe,
+        **{k: v for k, v in dict(epochs=epochs, batch_size=batch_size, seed=seed).items()
+           if v is not None})
+    _check_recipe(recipe)
+    spec = dataclasses.replace(variant.data, source=data) if data else variant.data
+    workdir = pathlib.Path(workdir)
+    folder = workdir / MODEL_DIR
+    if (workdir / DONE).exists():
+        logging.info("%s is complete; loading it instead of training again.", folder)
+        return TrainResult(zoo.load(folder), _read_history(workdir), folder)
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    image_shape = data_lib.image_shape(spec.source)
+    if tuple(image_shape) != tuple(variant.model["image_shape"]):
+        raise ValueError(f"data {spec.source!r} has images of shape {image_shape}, but variant "
+                         f"{variant.name!r} expects {tuple(variant.model['image_shape'])}.")
+    num_train = data_lib.num_examples(spec.source, spec.train_split)
+    if limit:
+        num_train = min(num_train, int(limit))
+    strategy = strategy or tf.distribute.get_strategy()
+    steps_per_epoch = math.ceil(num_train / recipe.batch_size)
+    keras.utils.set_random_seed(recipe.seed)
+
+    train_data = data_lib.load(spec.source, spec.train_split, recipe.batch_size,
+                               binarize=spec.binarize, seed=recipe.seed, limit=limit)
+    test_data = data_lib.load(spec.source, spec.test_split, recipe.batch_size,
+                              binarize=spec.binarize, seed=recipe.seed + 1)
+    with strategy.scope():
+        model = FAMILIES[variant.family](
+            **variant.model, seed=recipe.seed,
+            kl_warmup_steps=int(round(recipe.warmup_epochs * steps_per_epoch)))
+        model.build()
+        model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate))
+        model.optimizer.build(model.trainable_variables)
+
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(workdir / "backup")),
+        keras.callbacks.CSVLogger(str(workdir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(workdir / "logs")),
+        ImageSummaries(workdir / "logs", seed=recipe.seed),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    started = time.time()
+    model.fit(train_data, validation_data=test_data, epochs=recipe.epochs,
+              callbacks=callbacks, verbose=verbose)
+    seconds = time.time() - started
+    history = _read_history(workdir)
+    metrics = {
+        "variant": variant.name,
+        "epochs": recipe.epochs,
+        "train_seconds_last_session": round(seconds, 1),
+        "final_train_elbo": history["elbo"][-1] if history else None,
+        "final_test_elbo": history["val_elbo"][-1] if history else None,
+        "history": history,
+    }
+    save_variant(model, folder, variant, spec, recipe, metrics)
+    (workdir / DONE).write_text(json.dumps({"seconds": seconds}))
+    return TrainResult(model, history, folder)
+
+
+def save_variant(model, folder, variant, spec, recipe, metrics):
+    """Writes a zoo-style folder: config, weights, SavedModel, figures, card, checksums."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    zoo.write_config(folder, model, variant, spec, recipe)
+    model.save_weights(str(folder / zoo.WEIGHTS))
+    export_saved_model(model, folder / "saved_model")
+    figures.save_png(figures.sample_grid(model, seed=recipe.seed), folder / "samples.png")
+    figures.save_png(figures.traversal_figure(model, seed=recipe.seed), folder / "traversal.png")
+    (folder / zoo.METRICS).write_text(json.dumps(metrics, indent=2))
+    zoo.write_checksums(folder)
+
+
+def _read_history(workdir):
+    """The per-epoch history from `history.csv` (survives resumes)."""
+    path = pathlib.Path(workdir) / "history.csv"
+    if not path.exists():
+        return {}
+    rows = [line.split(",") for line in path.read_text().strip().splitlines()]
+    header, values = rows[0], [r for r in rows[1:] if r and r[0] != rows[0][0]]
+    # A resumed run appends a second header and may repeat an epoch: keep the last.
+    by_epoch = {int(r[0]): r for r in values}
+    return {name: [float(by_epoch[e][i]) for e in sorted(by_epoch)]
+            for i, name in enumerate(header) if name != "epoch"}
+
+
+def _check_recipe(recipe):
+    for name in ("epochs", "batch_size"):
+        value = getattr(recipe, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")

@@ -1,0 +1,327 @@
+"""The tfladder model zoo: named variants as data, and their shipped artifacts.
+
+A variant is a `Variant`: the model family and its constructor arguments,
+the data it trains on, and the training recipe. `VARIANTS` is the registry;
+`available()`, `build(name)` (untrained), `load(name)` (pretrained) and
+`card(name)` look names up there, never in a chain of name checks.
+
+A trained variant is a folder (shipped under `zoo/<name>/`, or written by
+`tfladder train` into its workdir) holding
+
+| file | content |
+| --- | --- |
+| `config.json` | variant, family, the model's `get_config()`, data, recipe, versions |
+| `model.weights.h5` | Keras weights |
+| `saved_model/` | SavedModel export (see `tfladder.export`) |
+| `metrics.json`, `README.md` | the model card: measured numbers and the commands that made them |
+| `samples.png`, `traversal.png` | figures |
+| `SHA256SUMS` | sha256 of every other file; `load` verifies all of them first |
+
+#### Examples
+
+```python
+import tfladder
+tfladder.zoo.available()                 # ['hvae_mnist', 'lvae_mnist', ...]
+model = tfladder.zoo.load("vlae_mnist")  # verified, pretrained Keras model
+model.sample(16, seed=0)
+```
+"""
+import dataclasses
+import difflib
+import hashlib
+import importlib.resources
+import json
+import os
+import pathlib
+import warnings
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfladder.models import FAMILIES
+
+CHECKSUMS = "SHA256SUMS"
+CONFIG = "config.json"
+WEIGHTS = "model.weights.h5"
+METRICS = "metrics.json"
+
+MNIST = "../shared/data/mnist.npz"
+SVHN = "../shared/data/svhn_subset.npz"
+CELEBA = "../shared/data/celeba_subset_64.npz"
+NON_COMMERCIAL = ("Non-commercial research use only: the weights inherit the licence of "
+                  "the training data.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """Which data a variant trains and is evaluated on (see `tfladder.data`)."""
+    source: str
+    train_split: str = "train"
+    test_split: str = "test"
+    binarize: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How a variant is trained."""
+    epochs: int
+    batch_size: int
+    learning_rate: float = 1e-3
+    warmup_epochs: float = 0.0      # KL warm-up, beta 0 -> 1 (LVAE section 2.3)
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A named zoo entry: model + data + recipe (+ artifacts once trained)."""
+    name: str
+    family: str
+    description: str
+    model: dict
+    data: DataSpec
+    recipe: Recipe
+    license: str = "MNIST: CC BY-SA 3.0. Weights: Apache-2.0."
+
+    def to_json(self):
+        return dataclasses.asdict(self)
+
+
+_LVAE_MNIST = dict(image_shape=(28, 28, 1), latent_dims=[64, 32, 16, 8, 4],
+                   hidden_units=[512, 256, 128, 64, 32], activation="leaky_relu",
+                   batch_norm=True, observation="bernoulli")
+
+VARIANTS = {v.name: v for v in [
+    Variant(
+        name="vae_mnist", family="vae",
+        description="One-layer Gaussian VAE (64 latents, MLP 512-512), the baseline.",
+        model=dict(image_shape=(28, 28, 1), latent_dims=[64], hidden_units=512,
+                   observation="bernoulli"),
+        data=DataSpec(MNIST, binarize="dynamic"),
+        recipe=Recipe(epochs=100, batch_size=256, warmup_epochs=10)),
+    Variant(
+        name="hvae_mnist", family="hvae",
+        description="Stacked (Markov) hierarchical VAE, 3 layers 64-32-16, bottom-up inference.",
+        model=dict(_LVAE_MNIST, latent_dims=[64, 32, 16], hidden_units=[512, 256, 128]),
+        data=DataSpec(MNIST, binarize="dynamic"),
+        recipe=Recipe(epochs=100, batch_size=256, warmup_epochs=20)),
+    Variant(
+        name="lvae_mnist", family="lvae",
+        description="The Ladder VAE paper's MNIST model: 5 layers 64-32-16-8-4, MLPs "
+                    "512/256/128/64/32, leaky ReLU, batch norm, warm-up.",
+        model=_LVAE_MNIST,
+        data=DataSpec(MNIST, binarize="dynamic"),
+        recipe=Recipe(epochs=100, batch_size=256, warmup_epochs=20)),
+    Variant(
+        name="vlae_mnist", family="vlae",
+        description="VLAE, 3 layers of 2-D latents; conv inference path (64-128 filters) "
+                    "and dense ladder connections, Bernoulli likelihood.",
+        model=dict(image_shape=(28, 28, 1), latent_dims=[2, 2, 2], hidden_units=1024,
+                   conv_filters=[[64, 128], [], []], observation="bernoulli"),
+        data=DataSpec(MNIST, binarize="dynamic"),
+        recipe=Recipe(epochs=30, batch_size=100, learning_rate=5e-4)),
+    Variant(
+        name="topdown_mnist", family="topdown",
+        description="Top-down VAE with delta posteriors, 2 levels (16 latents at the "
+                    "bottom, 8 at the top).",
+        model=dict(image_shape=(28, 28, 1), latent_dims=[16, 8], hidden_units=[512, 256],
+                   observation="bernoulli"),
+        data=DataSpec(MNIST, binarize="dynamic"),
+        recipe=Recipe(epochs=100, batch_size=256, warmup_epochs=10)),
+    Variant(
+        name="vlae_svhn", family="vlae",
+        description="VLAE, 4 layers; conv rungs 64/128/256 at 32->16->8->4, dense top rung; "
+                    "discretized logistic mixture likelihood for 8-bit colour.",
+        model=dict(image_shape=(32, 32, 3), latent_dims=[4, 4, 4, 4], hidden_units=512,
+                   conv_filters=[[64], [128], [256], []],
+                   observation={"name": "logistic_mixture", "num_components": 5}),
+        data=DataSpec(SVHN),
+        recipe=Recipe(epochs=60, batch_size=100, learning_rate=5e-4),
+        license=f"SVHN: non-commercial use only. {NON_COMMERCIAL}"),
+    Variant(
+        name="vlae_celeba", family="vlae",
+        description="VLAE, 4 layers at 64x64; conv rungs 64/128/256 (64->32->16->8), "
+                    "dense top rung; discretized logistic mixture likelihood.",
+        model=dict(image_shape=(64, 64, 3), latent_dims=[8, 8, 8, 8], hidden_units=512,
+                   conv_filters=[[64], [128], [256], []],
+                   observation={"name": "logistic_mixture", "num_components": 5}),
+        data=DataSpec(CELEBA),
+        recipe=Recipe(epochs=40, batch_size=100, learning_rate=5e-4),
+        license=f"CelebA: non-commercial research use only. {NON_COMMERCIAL}"),
+]}
+
+
+# ----------------------------------------------------------------- lookups
+def available():
+    """Names of every registered variant, sorted."""
+    return sorted(VARIANTS)
+
+
+def get(name):
+    """The `Variant` registered as `name`.
+
+    Raises:
+      ValueError: for an unknown name, listing the close matches.
+    """
+    if name in VARIANTS:
+        return VARIANTS[name]
+    close = difflib.get_close_matches(str(name), VARIANTS, n=3, cutoff=0.4)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(f"Unknown zoo variant {name!r}.{hint} Available: {', '.join(available())}. "
+                     "A path to a trained variant folder is also accepted.")
+
+
+def build(name, **overrides):
+    """An untrained model of variant `name` (constructor `overrides` win)."""
+    variant = get(name)
+    return FAMILIES[variant.family](**{**variant.model, **overrides})
+
+
+def artifact_dir(name_or_path):
+    """The folder of a shipped variant, or `name_or_path` itself if it is a folder.
+
+    Raises:
+      ValueError: unknown name. FileNotFoundError: a known variant whose
+        artifacts are not shipped in this installation.
+    """
+    path = pathlib.Path(os.fspath(name_or_path)).expanduser()
+    if path.is_dir():
+        return path
+    get(str(name_or_path))
+    shipped = zoo_root() / str(name_or_path)
+    if not (shipped / CONFIG).exists():
+        raise FileNotFoundError(f"Zoo variant {name_or_path!r} has no shipped artifacts in "
+                                f"{shipped}; train it with `tfladder train {name_or_path}`.")
+    return shipped
+
+
+def zoo_root():
+    """Where the shipped artifacts are: the installed `tfladder._zoo` package
+    (a wheel), or `zoo/` beside the package in a source checkout (editable)."""
+    try:
+        return pathlib.Path(str(importlib.resources.files("tfladder._zoo")))
+    except ModuleNotFoundError:
+        return pathlib.Path(__file__).resolve().parent.parent / "zoo"
+
+
+def load(name_or_path, verify=True):
+    """The pretrained Keras model of a shipped variant (or of a variant folder).
+
+    Every file listed in `SHA256SUMS` is checked before anything is read;
+    a missing, truncated or modified file raises and nothing is loaded. The
+    model is rebuilt from `config.json` (plain data, no code) and its weights.
+
+    Raises:
+      ValueError: unknown name or a checksum mismatch.
+      FileNotFoundError: missing artifacts.
+    """
+    folder = artifact_dir(name_or_path)
+    if verify:
+        verify_checksums(folder)
+    config = json.loads((folder / CONFIG).read_text())
+    _warn_on_version_change(config.get("versions", {}), folder)
+    family = config["family"]
+    if family not in FAMILIES:
+        raise ValueError(f"{folder / CONFIG}: unknown family {family!r}; expected one of "
+                         f"{sorted(FAMILIES)}.")
+    model = FAMILIES[family].from_config(config["model_config"])
+    model.load_weights(str(folder / WEIGHTS))
+    return model
+
+
+def card(name_or_path):
+    """The model card of a trained variant: `metrics.json` as a dict, plus
+    the card text under "card" and the folder under "path"."""
+    folder = artifact_dir(name_or_path)
+    metrics = json.loads((folder / METRICS).read_text()) if (folder / METRICS).exists() else {}
+    text = (folder / "README.md").read_text() if (folder / "README.md").exists() else ""
+    return {**metrics, "card": text, "path": str(folder)}
+
+
+# --------------------------------------------------------------- artifacts
+def versions():
+    """Versions of the libraries a model was trained with."""
+    return {"tensorflow": tf.__version__, "keras": keras.__version__,
+            "tensorflow_probability": tfp.__version__}
+
+
+def write_config(folder, model, variant=None, data=None, recipe=None):
+    """Writes `config.json` for `model` into `folder`."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "variant": variant.name if variant else None,
+        "family": _family_of(model),
+        "model_config": model.get_config(),
+        "data": dataclasses.asdict(data) if data else None,
+        "recipe": dataclasses.asdict(recipe) if recipe else None,
+        "license": variant.license if variant else None,
+        "versions": versions(),
+    }
+    _atomic_write_text(folder / CONFIG, json.dumps(config, indent=2, default=_json_default))
+
+
+def write_checksums(folder):
+    """Writes `SHA256SUMS` covering every file under `folder` (sorted, relative)."""
+    folder = pathlib.Path(folder)
+    lines = [f"{_sha256(p)}  {p.relative_to(folder).as_posix()}"
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != CHECKSUMS]
+    _atomic_write_text(folder / CHECKSUMS, "\n".join(lines) + "\n")
+
+
+def verify_checksums(folder):
+    """Checks every file listed in `SHA256SUMS`; raises ValueError on mismatch."""
+    folder = pathlib.Path(folder)
+    listing = folder / CHECKSUMS
+    if not listing.exists():
+        raise ValueError(f"{folder} has no {CHECKSUMS}; refusing to load unverified artifacts.")
+    for line in listing.read_text().splitlines():
+        if not line.strip():
+            continue
+        digest, relative = line.split(maxsplit=1)
+        path = folder / relative
+        if pathlib.PurePosixPath(relative).is_absolute() or ".." in pathlib.PurePosixPath(relative).parts:
+            raise ValueError(f"{listing}: refusing a path outside the folder: {relative!r}.")
+        if not path.is_file():
+            raise ValueError(f"Artifact {path} listed in {CHECKSUMS} is missing.")
+        actual = _sha256(path)
+        if actual != digest:
+            raise ValueError(f"Checksum mismatch for {path}: expected sha256 {digest}, got "
+                             f"{actual}. The file is corrupt or was modified; nothing was loaded.")
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write_text(path, text):
+    tmp = pathlib.Path(f"{path}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _family_of(model):
+    for name, cls in FAMILIES.items():
+        if type(model) is cls:
+            return name
+    raise ValueError(f"{type(model).__name__} is not a registered tfladder family "
+                     f"({sorted(FAMILIES)}).")
+
+
+def _json_default(value):
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON serializable: {value!r}")
+
+
+def _warn_on_version_change(trained_with, folder):
+    current = versions()
+    changed = {k: (v, current.get(k)) for k, v in trained_with.items() if current.get(k) != v}
+    if changed:
+        detail = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+        warnings.warn(f"{folder} was trained with different library versions ({detail}); "
+                      "numbers may differ slightly from its model card.", stacklevel=3)
