@@ -156,7 +156,9 @@ class Flatten(keras.layers.Layer):
 class ImageHead(keras.layers.Layer):
     """Maps decoder features to per-pixel likelihood parameters.
 
-    Features of rank 4 (at image resolution) go through a 3x3 convolution;
+    Conv features at the image resolution go through a 3x3 convolution, at
+    half the resolution through a stride-2 4x4 transposed convolution (the
+    last upsampling of a conv decoder, as in the VLAE paper's generator);
     flat features go through a Dense layer and a reshape. The output is
     `[B, H, W, C * params_per_channel]`.
 
@@ -172,23 +174,31 @@ class ImageHead(keras.layers.Layer):
         height, width, channels = self.image_shape
         self._out_channels = channels * self.params_per_channel
         self.conv = keras.layers.Conv2D(self._out_channels, 3, padding="same")
+        self.upsample = keras.layers.Conv2DTranspose(self._out_channels, 4, strides=2,
+                                                     padding="same")
         self.dense = keras.layers.Dense(height * width * self._out_channels)
+
+    def _conv_layer(self, input_shape):
+        spatial, image = tuple(input_shape[1:3]), self.image_shape[:2]
+        if spatial == image:
+            return self.conv
+        if (2 * spatial[0], 2 * spatial[1]) == image:
+            return self.upsample
+        raise ValueError(
+            f"ImageHead expects conv features at the image resolution {image} or half of it, "
+            f"got {spatial}; choose conv_filters so that the image size is divisible by "
+            "2**len(conv_filters).")
 
     def build(self, input_shape):
         if len(input_shape) == 4:
-            if tuple(input_shape[1:3]) != self.image_shape[:2]:
-                raise ValueError(
-                    f"ImageHead expects conv features at the image resolution "
-                    f"{self.image_shape[:2]}, got {tuple(input_shape[1:3])}; choose "
-                    "conv_filters so that the image size is divisible by 2**len(conv_filters).")
-            self.conv.build(input_shape)
+            self._conv_layer(input_shape).build(input_shape)
         else:
             self.dense.build(input_shape)
         self.built = True
 
     def call(self, features):
         if len(features.shape) == 4:
-            return self.conv(features)
+            return self._conv_layer(features.shape)(features)
         height, width, _ = self.image_shape
         return keras.ops.reshape(self.dense(features),
                                  (-1, height, width, self._out_channels))
@@ -239,8 +249,9 @@ class ImageDecoder(keras.layers.Layer):
     """`features [B, D] -> likelihood parameters [B, H, W, C * k]`.
 
     The mirror of `ImageEncoder`: MLP, then (with conv filters) a Dense
-    projection to the encoder's last feature map, transposed convolutions back
-    to the image resolution, and an `ImageHead`.
+    projection to the encoder's last feature map, transposed convolutions up
+    to half the image resolution, and an `ImageHead` whose stride-2 transposed
+    convolution produces the likelihood parameters at full resolution.
 
     Args:
       image_shape: `(H, W, C)`.
@@ -264,9 +275,8 @@ class ImageDecoder(keras.layers.Layer):
         if self.conv_filters:
             size = self.start_shape[0] * self.start_shape[1] * self.start_shape[2]
             self.project = MLP([size], activation=activation, batch_norm=batch_norm)
-            self.deconv = ConvStack(self.conv_filters[::-1][1:] + self.conv_filters[:1],
-                                    transpose=True, activation=activation,
-                                    batch_norm=batch_norm)
+            self.deconv = ConvStack(self.conv_filters[::-1][1:], transpose=True,
+                                    activation=activation, batch_norm=batch_norm)
         self.head = ImageHead(self.image_shape, self.params_per_channel)
 
     def build(self, input_shape):

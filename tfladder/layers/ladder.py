@@ -6,9 +6,10 @@ generation:  z~_L = u_L(v_L(z_L)),  z~_l = u_l([z~_{l+1}; v_l(z_l)]),  x ~ r(x; 
 ```
 
 Ladder connections are dense: conv features are flattened and linearly
-reduced before `mu_l, sigma_l` (inference) and after `v_l` (generation).
-A rung is convolutional when it has `conv_filters`; it then halves the
-resolution once per filter on the way up and doubles it on the way down.
+reduced before `mu_l, sigma_l` (inference), and generative rungs combine
+`v_l(z_l)` with the rung above by concatenation. An inference rung is
+convolutional when it has `conv_filters` (it halves the resolution once per
+filter); the generator mirrors all conv stages in `f_0`.
 """
 import keras
 
@@ -81,42 +82,29 @@ class InferenceRung(keras.layers.Layer):
 class GenerativeRung(keras.layers.Layer):
     """`[z~_{l+1}, z_l] -> z~_l = u_l([flatten(z~_{l+1}); v_l(z_l)])`.
 
-    The top rung has no `z~_{l+1}`. A convolutional rung ends with a Dense
-    projection to `start_shape` and transposed convolutions that mirror the
-    inference rung's `conv_filters`.
+    The top rung has no `z~_{l+1}` and computes `z~_L = u_L(v_L(z_L))`.
+    Generative rungs are dense; the convolutional part of the generator is
+    `f_0`, the decoder from z~_1 to the image (see `VariationalLadderAutoencoder`).
 
     Args:
       latent_dim: Dimension of z_l.
-      units: Width of v_l and of the dense layers of u_l.
-      conv_filters: The inference rung's conv filters (mirrored here).
-      start_shape: `(h, w, c)` of the inference rung's output feature map
-        (required with `conv_filters`).
-      num_layers: Depth of u_l when it is an MLP.
+      units: Width of v_l and of the layers of u_l.
+      num_layers: Depth of u_l.
       activation, batch_norm: As in `MLP`.
     """
 
-    def __init__(self, latent_dim, units, conv_filters=(), start_shape=None, num_layers=2,
-                 activation="relu", batch_norm=False, **kwargs):
+    def __init__(self, latent_dim, units, num_layers=2, activation="relu", batch_norm=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.latent_dim = int(latent_dim)
         self.units = int(units)
-        self.conv_filters = [int(f) for f in conv_filters]
-        self.start_shape = tuple(int(d) for d in start_shape) if start_shape else None
         self.num_layers = int(num_layers)
         self.activation = activation
         self.batch_norm = bool(batch_norm)
-        if self.conv_filters and not self.start_shape:
-            raise ValueError("GenerativeRung with conv_filters needs start_shape (h, w, c).")
         self.flatten = Flatten()
         self.v = MLP([self.units], activation=activation, batch_norm=batch_norm)
-        if self.conv_filters:
-            h, w, c = self.start_shape
-            self.u = MLP([self.units, h * w * c], activation=activation, batch_norm=batch_norm)
-            self.deconv = ConvStack(self.conv_filters[::-1][1:] + self.conv_filters[:1],
-                                    transpose=True, activation=activation, batch_norm=batch_norm)
-        else:
-            self.u = MLP([self.units] * self.num_layers, activation=activation,
-                         batch_norm=batch_norm)
+        self.u = MLP([self.units] * self.num_layers, activation=activation,
+                     batch_norm=batch_norm)
 
     def build(self, input_shape):
         """`input_shape`: shape of z_l, or `[shape of z~_{l+1}, shape of z_l]`."""
@@ -127,9 +115,11 @@ class GenerativeRung(keras.layers.Layer):
             z_shape, above_size = input_shape, 0
         self.v.build(z_shape)
         self.u.build((z_shape[0], above_size + self.units))
-        if self.conv_filters:
-            self.deconv.build((z_shape[0],) + self.start_shape)
         self.built = True
+
+    def compute_output_shape(self, input_shape):
+        z_shape = input_shape[1] if isinstance(input_shape[0], (list, tuple)) else input_shape
+        return (z_shape[0], self.units)
 
     def call(self, inputs, training=False):
         """`inputs`: z_l (top rung) or `[z~_{l+1}, z_l]`."""
@@ -140,15 +130,9 @@ class GenerativeRung(keras.layers.Layer):
         h = self.v(z, training=training)
         if above is not None:
             h = keras.ops.concatenate([self.flatten(above), h], axis=-1)
-        h = self.u(h, training=training)
-        if self.conv_filters:
-            h = keras.ops.reshape(h, (-1,) + self.start_shape)
-            h = self.deconv(h, training=training)
-        return h
+        return self.u(h, training=training)
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim, "units": self.units,
-                "conv_filters": self.conv_filters,
-                "start_shape": list(self.start_shape) if self.start_shape else None,
                 "num_layers": self.num_layers, "activation": self.activation,
                 "batch_norm": self.batch_norm}

@@ -15,7 +15,7 @@ MNIST configuration has 3 layers of 2-D latents, SVHN and CelebA 4 layers.
 import tensorflow as tf
 
 from tfladder import gaussian
-from tfladder.layers.blocks import ImageHead
+from tfladder.layers.blocks import ImageDecoder
 from tfladder.layers.ladder import GenerativeRung, InferenceRung
 from tfladder.models.base import (HierarchicalModel, InferencePass, LayerTerms, check_noise,
                                   draw, layer_seeds, per_layer, standard_normal)
@@ -73,22 +73,20 @@ class VariationalLadderAutoencoder(HierarchicalModel):
         self.min_scale = float(min_scale)
 
         self.inference_rungs, self.generative_rungs = [], []
-        shape = self.image_shape
         for l in range(self.num_layers):
-            rung = dict(latent_dim=self.latent_dims[l], units=self.hidden_units[l],
-                        conv_filters=self.conv_filters[l], num_layers=self.num_hidden_layers,
-                        batch_norm=self.batch_norm)
             self.inference_rungs.append(InferenceRung(
-                activation=activation, min_scale=self.min_scale, name=f"inference_{l + 1}",
-                **rung))
-            start_shape = None
-            if self.conv_filters[l]:
-                shape = _downsampled(shape, self.conv_filters[l], self.image_shape)
-                start_shape = shape
+                self.latent_dims[l], self.hidden_units[l], conv_filters=self.conv_filters[l],
+                num_layers=self.num_hidden_layers, activation=activation,
+                batch_norm=self.batch_norm, min_scale=self.min_scale, name=f"inference_{l + 1}"))
             self.generative_rungs.append(GenerativeRung(
-                activation=generative_activation, start_shape=start_shape,
-                name=f"generative_{l + 1}", **rung))
-        self.head = ImageHead(self.image_shape, self.params_per_channel, name="head")
+                self.latent_dims[l], self.hidden_units[l], num_layers=self.num_hidden_layers,
+                activation=generative_activation, batch_norm=self.batch_norm,
+                name=f"generative_{l + 1}"))
+        # f_0: z~_1 -> likelihood parameters, mirroring every conv stage of the inference path.
+        self.image_decoder = ImageDecoder(
+            self.image_shape, self.params_per_channel,
+            conv_filters=[f for filters in self.conv_filters for f in filters],
+            activation=generative_activation, batch_norm=self.batch_norm, name="f_0")
 
     def infer(self, x, seed, training=False, use_mean=False):
         seeds = layer_seeds(seed, self.num_layers)
@@ -110,7 +108,7 @@ class VariationalLadderAutoencoder(HierarchicalModel):
         for l in reversed(range(self.num_layers)):
             rung_input = z[l] if h is None else [h, z[l]]
             h = self.generative_rungs[l](rung_input, training=training)
-        return self.observation(self.head(h))
+        return self.observation(self.image_decoder(h, training=training))
 
     def generate(self, noise, training=False):
         """The prior is N(0, I) on every layer, so z = noise."""
@@ -122,14 +120,3 @@ class VariationalLadderAutoencoder(HierarchicalModel):
                 "num_hidden_layers": self.num_hidden_layers, "activation": self.activation,
                 "generative_activation": self.generative_activation,
                 "batch_norm": self.batch_norm, "min_scale": self.min_scale}
-
-
-def _downsampled(shape, filters, image_shape):
-    """Feature-map shape after len(filters) stride-2 'same' convs on `shape`."""
-    height, width, _ = shape
-    for _ in filters:
-        if height % 2 or width % 2:
-            raise ValueError(f"conv_filters halve the resolution once per filter; image_shape "
-                             f"{tuple(image_shape)} is not divisible often enough.")
-        height, width = height // 2, width // 2
-    return (height, width, int(filters[-1]))

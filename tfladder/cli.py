@@ -1,0 +1,190 @@
+"""The `tfladder` command: thin wrappers over library functions.
+
+```none
+tfladder list
+tfladder train VARIANT [--data SOURCE] [--epochs N] [--batch-size B] [--seed S] [--workdir DIR]
+tfladder evaluate VARIANT [--data SOURCE] [--split test] [--num-samples K] [--limit N] [--update-card]
+tfladder sample VARIANT --out samples.png [--num N] [--seed S]
+tfladder traverse VARIANT --out traversal.png [--seed S]
+tfladder export VARIANT --out DIR
+tfladder card VARIANT
+```
+
+VARIANT is a zoo name (`tfladder list`) or the folder of a trained variant
+(`WORKDIR/model` after `tfladder train`). Bad arguments print one line that
+names the argument and what was expected, and exit with status 2.
+"""
+import json
+import pathlib
+import sys
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data", None, "Data source: a tfladder.data name (e.g. mnist_offline, "
+                    "mnist) or a path to a .npz file. Default: the variant's own data.")
+flags.DEFINE_string("split", "test", "Split to evaluate.")
+flags.DEFINE_integer("epochs", None, "Training epochs (default: the variant's recipe).")
+flags.DEFINE_integer("batch-size", None, "Global batch size (default: the variant's recipe).")
+flags.DEFINE_integer("seed", None, "Random seed (default: the variant's recipe; 0 for figures).")
+flags.DEFINE_integer("limit", None, "Use only the first N images.")
+flags.DEFINE_string("workdir", None, "Training folder (checkpoints, logs, the trained model). "
+                    "Default: runs/VARIANT.")
+flags.DEFINE_integer("num-samples", 5000, "K of the importance-weighted bound L_K (0: skip).")
+flags.DEFINE_integer("num", 64, "Number of samples to draw (a square grid).")
+flags.DEFINE_string("out", None, "Output file (PNG) or folder (export).")
+flags.DEFINE_bool("update-card", False, "evaluate: write the results into the variant "
+                  "folder's metrics.json and model card.")
+
+COMMANDS = {}
+
+
+def command(function):
+    """Registers a sub-command under its function name."""
+    COMMANDS[function.__name__.rstrip("_")] = function
+    return function
+
+
+class UsageError(ValueError):
+    """A bad command-line argument."""
+
+
+def _flag(name):
+    return FLAGS[name].value
+
+
+def _positive(name, value):
+    if value is not None and value < 1:
+        raise UsageError(f"--{name} must be a positive integer, got {value}.")
+    return value
+
+
+def _required_out():
+    if not _flag("out"):
+        raise UsageError("--out is required: the file or folder to write.")
+    return pathlib.Path(_flag("out"))
+
+
+def _one_variant(args):
+    if len(args) != 1:
+        raise UsageError(f"expected exactly one VARIANT (a zoo name or a trained folder), got "
+                         f"{len(args)}: {' '.join(args) or 'none'}.")
+    return args[0]
+
+
+@command
+def list_(args):
+    """Lists the zoo variants and whether pretrained artifacts are shipped."""
+    from tfladder import zoo
+    for name in zoo.available():
+        variant = zoo.get(name)
+        try:
+            zoo.artifact_dir(name)
+            status = "pretrained"
+        except FileNotFoundError:
+            status = "untrained"
+        print(f"{name:<15} {variant.family:<8} {status:<11} {variant.description}")
+
+
+@command
+def train(args):
+    """Trains a variant; rerunning the same command resumes an interrupted run."""
+    from tfladder import training
+    name = _one_variant(args)
+    for flag in ("epochs", "batch-size", "limit"):
+        _positive(flag, _flag(flag))
+    workdir = _flag("workdir") or f"runs/{pathlib.Path(name).name}"
+    result = training.train(name, workdir, data=_flag("data"), epochs=_flag("epochs"),
+                            batch_size=_flag("batch-size"), seed=_flag("seed"),
+                            limit=_flag("limit"))
+    print(f"Trained variant written to {result.folder} "
+          f"(load it with tfladder.zoo.load({str(result.folder)!r})).")
+
+
+@command
+def evaluate(args):
+    """ELBO, L_K, KL per layer and active units on a data split."""
+    from tfladder import data, evaluation, modelcard, zoo
+    name = _one_variant(args)
+    num_samples = _flag("num-samples")
+    if num_samples < 0:
+        raise UsageError(f"--num-samples must be >= 0 (0 skips L_K), got {num_samples}.")
+    _positive("limit", _flag("limit"))
+    model = zoo.load(name)
+    spec = modelcard.data_spec(name)
+    source = _flag("data") or spec["source"]
+    images = data.load_arrays(source, _flag("split"), limit=_flag("limit"))
+    images = evaluation.binarize_for_evaluation(images, spec.get("binarize"))
+    result = evaluation.evaluate(model, images, num_samples=num_samples,
+                                 log=lambda m: logging.info(m))
+    result.update({"data": source, "split": _flag("split"),
+                   "command": "tfladder " + " ".join(sys.argv[1:])})
+    print(json.dumps({k: v for k, v in result.items() if k != "active_unit_variance"},
+                     indent=2))
+    if _flag("update-card"):
+        modelcard.record_evaluation(zoo.artifact_dir(name), result)
+
+
+@command
+def sample(args):
+    """Writes a grid of ancestral samples as a PNG."""
+    import math
+    from tfladder import figures, zoo
+    model = zoo.load(_one_variant(args))
+    count = _positive("num", _flag("num"))
+    cols = int(math.ceil(math.sqrt(count)))
+    rows = int(math.ceil(count / cols))
+    images = model.sample(rows * cols, seed=_flag("seed") or 0).numpy()
+    out = _required_out()
+    figures.save_png(figures.image_grid(images, rows, cols), out)
+    print(f"Wrote {rows * cols} samples to {out}.")
+
+
+@command
+def traverse(args):
+    """Writes layer-wise traversals (one block per latent layer, top first) as a PNG."""
+    from tfladder import figures, zoo
+    model = zoo.load(_one_variant(args))
+    out = _required_out()
+    figures.save_png(figures.traversal_figure(model, seed=_flag("seed") or 0), out)
+    print(f"Wrote traversals of {len(model.latent_dims)} layers (top layer first) to {out}.")
+
+
+@command
+def export(args):
+    """Exports a SavedModel with encode / decode / generate / sample / elbo endpoints."""
+    from tfladder import zoo
+    from tfladder.export import export_saved_model
+    model = zoo.load(_one_variant(args))
+    out = _required_out()
+    export_saved_model(model, out)
+    print(f"Exported SavedModel to {out}.")
+
+
+@command
+def card(args):
+    """Prints a variant's model card."""
+    from tfladder import zoo
+    print(zoo.card(_one_variant(args))["card"])
+
+
+def main(argv):
+    args = argv[1:]
+    if not args or args[0] not in COMMANDS:
+        given = repr(args[0]) if args else "none"
+        raise app.UsageError(f"expected a command, one of {', '.join(sorted(COMMANDS))}; "
+                             f"got {given}.")
+    try:
+        COMMANDS[args[0]](args[1:])
+    except (UsageError, ValueError, FileNotFoundError) as error:
+        print(f"tfladder {args[0]}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run():
+    """Console-script entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,96 @@
+"""Model cards: `metrics.json` (machine-readable) rendered into `README.md`.
+
+A card states what trained the model (data file, split, preprocessing,
+recipe, seed, epochs, wall time, library versions), what it measures
+(train / test ELBO, L_K, KL and active units per layer) and the exact
+commands that produced every number. Cards are rendered from data, never
+edited by hand.
+"""
+import json
+import pathlib
+
+from tfladder import zoo
+
+
+def data_spec(name_or_path):
+    """The data section of a trained variant's `config.json`."""
+    folder = zoo.artifact_dir(name_or_path)
+    config = json.loads((folder / zoo.CONFIG).read_text())
+    return config.get("data") or {"source": "mnist_offline", "binarize": None}
+
+
+def record_evaluation(folder, result):
+    """Stores an evaluation in `metrics.json`, re-renders the card, re-checksums."""
+    folder = pathlib.Path(folder)
+    path = folder / zoo.METRICS
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    metrics.setdefault("evaluations", {})[f"{result['split']}"] = result
+    path.write_text(json.dumps(metrics, indent=2))
+    render(folder)
+    zoo.write_checksums(folder)
+
+
+def render(folder):
+    """Writes `README.md` from `config.json` and `metrics.json`."""
+    folder = pathlib.Path(folder)
+    config = json.loads((folder / zoo.CONFIG).read_text())
+    metrics = json.loads((folder / zoo.METRICS).read_text())
+    (folder / "README.md").write_text(card_markdown(config, metrics))
+
+
+def _fmt(value, digits=2):
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def card_markdown(config, metrics):
+    name = config.get("variant") or folder_name(config)
+    data, recipe = config.get("data") or {}, config.get("recipe") or {}
+    model = config["model_config"]
+    lines = [f"# `{name}` — {config['family']}", ""]
+    if metrics.get("note"):
+        lines += [f"> {metrics['note']}", ""]
+    lines += [
+        "## Training",
+        "",
+        f"- Data: `{data.get('source')}`, split `{data.get('train_split')}` for training, "
+        f"`{data.get('test_split')}` for evaluation; binarization: "
+        f"`{data.get('binarize')}` (pixels scaled to [0, 1]).",
+        f"- Recipe: {recipe.get('epochs')} epochs, batch {recipe.get('batch_size')}, Adam "
+        f"{recipe.get('learning_rate')}, KL warm-up over {recipe.get('warmup_epochs')} epochs, "
+        f"seed {recipe.get('seed')}.",
+        f"- Wall time: {metrics.get('train_seconds_total', metrics.get('train_seconds_last_session'))} s "
+        "on 2 CPU cores.",
+        f"- Latent layers (bottom → top): {model['latent_dims']}; observation: "
+        f"`{model['observation']}`.",
+        f"- Versions: {', '.join(f'{k} {v}' for k, v in config.get('versions', {}).items())}.",
+        f"- Command: `{metrics.get('train_command', 'tfladder train ' + name)}`",
+        "",
+        "## Results (nats per image)",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+        f"| final train ELBO (epoch mean, dynamic draws) | {_fmt(metrics.get('final_train_elbo'))} |",
+        f"| final test ELBO (end of training) | {_fmt(metrics.get('final_test_elbo'))} |",
+    ]
+    for split, result in sorted(metrics.get("evaluations", {}).items()):
+        k = result.get("num_samples")
+        lines.append(f"| {split} ELBO, {result['num_images']} images | {_fmt(result['elbo'])} |")
+        if k:
+            lines.append(f"| {split} L_{k}, {result['num_images']} images | "
+                         f"{_fmt(result['log_likelihood'])} ± "
+                         f"{_fmt(result['log_likelihood_stderr'])} |")
+    for split, result in sorted(metrics.get("evaluations", {}).items()):
+        lines += ["", f"### KL and active units per layer ({split}; `{result['command']}`)", "",
+                  "| layer | dim | KL (nats) | active units |", "| --- | --- | --- | --- |"]
+        for l, (kl, au, dim) in enumerate(zip(result["kl_per_layer"], result["active_units"],
+                                              result["latent_dims"])):
+            lines.append(f"| {l + 1} | {dim} | {kl:.2f} | {au} |")
+    lines += ["", "## Figures", "", "Samples (likelihood means):", "", "![samples](samples.png)",
+              "", "Layer traversals, top layer first (one block per layer; only that layer's "
+              "noise changes):", "", "![traversal](traversal.png)", "",
+              "## Licence", "", config.get("license") or "", ""]
+    return "\n".join(lines)
+
+
+def folder_name(config):
+    return config.get("family", "model")
