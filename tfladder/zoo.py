@@ -114,12 +114,12 @@ VARIANTS = {v.name: v for v in [
         recipe=Recipe(epochs=100, batch_size=256, warmup_epochs=20)),
     Variant(
         name="vlae_mnist", family="vlae",
-        description="VLAE, 3 layers of 2-D latents; conv inference path (64-128 filters) "
-                    "and dense ladder connections, Bernoulli likelihood.",
-        model=dict(image_shape=(28, 28, 1), latent_dims=[2, 2, 2], hidden_units=1024,
-                   conv_filters=[[64, 128], [], []], observation="bernoulli"),
+        description="VLAE, 3 layers of 2-D latents; conv inference path (32-64 filters, "
+                    "28 -> 14 -> 7) and dense ladder connections, Bernoulli likelihood.",
+        model=dict(image_shape=(28, 28, 1), latent_dims=[2, 2, 2], hidden_units=512,
+                   conv_filters=[[32, 64], [], []], observation="bernoulli"),
         data=DataSpec(MNIST, binarize="dynamic"),
-        recipe=Recipe(epochs=30, batch_size=100, learning_rate=5e-4)),
+        recipe=Recipe(epochs=20, batch_size=100)),
     Variant(
         name="topdown_mnist", family="topdown",
         description="Top-down VAE with delta posteriors, 2 levels (16 latents at the "
@@ -134,7 +134,7 @@ VARIANTS = {v.name: v for v in [
                     "discretized logistic mixture likelihood for 8-bit colour.",
         model=dict(image_shape=(32, 32, 3), latent_dims=[4, 4, 4, 4], hidden_units=512,
                    conv_filters=[[64], [128], [256], []],
-                   observation={"name": "logistic_mixture", "num_components": 5}),
+                   observation={"name": "logistic_mixture", "num_components": 2}),
         data=DataSpec(SVHN),
         recipe=Recipe(epochs=60, batch_size=100, learning_rate=5e-4),
         license=f"SVHN: non-commercial use only. {NON_COMMERCIAL}"),
@@ -144,7 +144,7 @@ VARIANTS = {v.name: v for v in [
                     "dense top rung; discretized logistic mixture likelihood.",
         model=dict(image_shape=(64, 64, 3), latent_dims=[8, 8, 8, 8], hidden_units=512,
                    conv_filters=[[64], [128], [256], []],
-                   observation={"name": "logistic_mixture", "num_components": 5}),
+                   observation={"name": "logistic_mixture", "num_components": 2}),
         data=DataSpec(CELEBA),
         recipe=Recipe(epochs=40, batch_size=100, learning_rate=5e-4),
         license=f"CelebA: non-commercial research use only. {NON_COMMERCIAL}"),
