@@ -96,7 +96,8 @@ def train(args):
     workdir = _flag("workdir") or f"runs/{pathlib.Path(name).name}"
     result = training.train(name, workdir, data=_flag("data"), epochs=_flag("epochs"),
                             batch_size=_flag("batch-size"), seed=_flag("seed"),
-                            limit=_flag("limit"))
+                            limit=_flag("limit"),
+                            command="tfladder " + " ".join(sys.argv[1:]))
     print(f"Trained variant written to {result.folder} "
           f"(load it with tfladder.zoo.load({str(result.folder)!r})).")
 

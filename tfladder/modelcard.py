@@ -58,8 +58,8 @@ def card_markdown(config, metrics):
         f"- Recipe: {recipe.get('epochs')} epochs, batch {recipe.get('batch_size')}, Adam "
         f"{recipe.get('learning_rate')}, KL warm-up over {recipe.get('warmup_epochs')} epochs, "
         f"seed {recipe.get('seed')}.",
-        f"- Wall time: {metrics.get('train_seconds_total', metrics.get('train_seconds_last_session'))} s "
-        "on 2 CPU cores.",
+        f"- Wall time: {metrics.get('train_seconds_total')} s of training on 2 CPU cores "
+        "(summed over resumed sessions).",
         f"- Latent layers (bottom → top): {model['latent_dims']}; observation: "
         f"`{model['observation']}`.",
         f"- Versions: {', '.join(f'{k} {v}' for k, v in config.get('versions', {}).items())}.",

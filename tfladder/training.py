@@ -38,6 +38,27 @@ class TrainResult(NamedTuple):
     folder: pathlib.Path
 
 
+class WallTime(keras.callbacks.Callback):
+    """Adds each finished epoch's duration to `workdir/wall_time.json`, so the
+    total training time survives interruptions and resumes."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = pathlib.Path(path)
+
+    def total(self):
+        return json.loads(self.path.read_text())["seconds"] if self.path.exists() else 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = self.total() + time.time() - self._started
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"seconds": round(seconds, 1), "epochs_done": epoch + 1}))
+        tmp.replace(self.path)
+
+
 class ImageSummaries(keras.callbacks.Callback):
     """Writes sample and layer-traversal grids to TensorBoard after every epoch."""
 
@@ -55,7 +76,7 @@ class ImageSummaries(keras.callbacks.Callback):
 
 
 def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=None,
-          limit=None, strategy=None, verbose=1):
+          limit=None, strategy=None, verbose=1, command=None):
     """Trains zoo `variant` (a name or a `zoo.Variant`) and writes `workdir/model`.
 
     Re-running the same call resumes from the last completed epoch
@@ -71,6 +92,7 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
       limit: Use only the first `limit` training images.
       strategy: A `tf.distribute.Strategy` (default: the current one).
       verbose: Keras progress-bar verbosity.
+      command: The command line that launched the run, recorded in the card.
 
     Returns:
       `TrainResult(model, history, folder)`.
@@ -112,28 +134,29 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
         model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate))
         model.optimizer.build(model.trainable_variables)
 
+    wall_time = WallTime(workdir / "wall_time.json")
     callbacks = [
         keras.callbacks.BackupAndRestore(str(workdir / "backup")),
+        wall_time,
         keras.callbacks.CSVLogger(str(workdir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(workdir / "logs")),
         ImageSummaries(workdir / "logs", seed=recipe.seed),
         keras.callbacks.TerminateOnNaN(),
     ]
-    started = time.time()
     model.fit(train_data, validation_data=test_data, epochs=recipe.epochs,
               callbacks=callbacks, verbose=verbose)
-    seconds = time.time() - started
     history = _read_history(workdir)
     metrics = {
         "variant": variant.name,
         "epochs": recipe.epochs,
-        "train_seconds_last_session": round(seconds, 1),
+        "train_seconds_total": wall_time.total(),
+        "train_command": command or _equivalent_command(variant.name, data, recipe, limit),
         "final_train_elbo": history["elbo"][-1] if history else None,
         "final_test_elbo": history["val_elbo"][-1] if history else None,
         "history": history,
     }
     save_variant(model, folder, variant, spec, recipe, metrics)
-    (workdir / DONE).write_text(json.dumps({"seconds": seconds}))
+    (workdir / DONE).write_text(json.dumps({"seconds": wall_time.total()}))
     return TrainResult(model, history, folder)
 
 
@@ -148,6 +171,17 @@ def save_variant(model, folder, variant, spec, recipe, metrics):
     figures.save_png(figures.traversal_figure(model, seed=recipe.seed), folder / "traversal.png")
     (folder / zoo.METRICS).write_text(json.dumps(metrics, indent=2))
     zoo.write_checksums(folder)
+
+
+def _equivalent_command(name, data, recipe, limit):
+    """The `tfladder train` command line that reproduces a library call."""
+    parts = ["tfladder", "train", name, f"--epochs {recipe.epochs}",
+             f"--batch-size {recipe.batch_size}", f"--seed {recipe.seed}"]
+    if data:
+        parts.append(f"--data {data}")
+    if limit:
+        parts.append(f"--limit {limit}")
+    return " ".join(parts)
 
 
 def _read_history(workdir):
