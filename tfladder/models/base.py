@@ -161,9 +161,13 @@ class HierarchicalModel(keras.Model):
             return likelihood.mean()
         return likelihood.sample(seed=pixel_seed)
 
-    def prior_noise(self, num_samples, seed):
-        """Standard-normal noise, one `[num_samples, d_l]` tensor per layer."""
-        seeds = tf.unstack(tf.random.experimental.stateless_split(seed, self.num_layers))
+    def prior_noise(self, num_samples, seed=0):
+        """Standard-normal noise, one `[num_samples, d_l]` tensor per layer.
+
+        `seed` is an int or a `[2]` int32 tensor (stateless: same seed, same noise).
+        """
+        seeds = tf.unstack(tf.random.experimental.stateless_split(
+            _as_seed(seed, 0), self.num_layers))
         return [tf.random.stateless_normal([num_samples, dim], s)
                 for dim, s in zip(self.latent_dims, seeds)]
 
