@@ -169,12 +169,24 @@ def card(args):
     print(zoo.card(_one_variant(args))["card"])
 
 
+def _fail(message):
+    print(f"tfladder: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _parse_flags(argv):
+    """absl flag parsing that reports a bad flag in one line (exit status 2)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        _fail(error)
+
+
 def main(argv):
     args = argv[1:]
     if not args or args[0] not in COMMANDS:
         given = repr(args[0]) if args else "none"
-        raise app.UsageError(f"expected a command, one of {', '.join(sorted(COMMANDS))}; "
-                             f"got {given}.")
+        _fail(f"expected a command, one of {', '.join(sorted(COMMANDS))}; got {given}.")
     try:
         COMMANDS[args[0]](args[1:])
     except (UsageError, ValueError, FileNotFoundError) as error:
@@ -184,7 +196,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ def record_evaluation(folder, result):
     folder = pathlib.Path(folder)
     path = folder / zoo.METRICS
     metrics = json.loads(path.read_text()) if path.exists() else {}
-    metrics.setdefault("evaluations", {})[f"{result['split']}"] = result
+    result = {"split": "test", "command": "tfladder.evaluation.evaluate", **result}
+    metrics.setdefault("evaluations", {})[result["split"]] = result
     path.write_text(json.dumps(metrics, indent=2))
     render(folder)
     zoo.write_checksums(folder)

@@ -24,7 +24,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfladder import data as data_lib
-from tfladder import figures, zoo
+from tfladder import figures, modelcard, zoo
 from tfladder.export import export_saved_model
 from tfladder.models import FAMILIES
 
@@ -170,6 +170,7 @@ def save_variant(model, folder, variant, spec, recipe, metrics):
     figures.save_png(figures.sample_grid(model, seed=recipe.seed), folder / "samples.png")
     figures.save_png(figures.traversal_figure(model, seed=recipe.seed), folder / "traversal.png")
     (folder / zoo.METRICS).write_text(json.dumps(metrics, indent=2))
+    modelcard.render(folder)
     zoo.write_checksums(folder)
 
 

@@ -270,15 +270,25 @@ def write_checksums(folder):
 
 
 def verify_checksums(folder):
-    """Checks every file listed in `SHA256SUMS`; raises ValueError on mismatch."""
+    """Checks that `SHA256SUMS` lists every file of `folder` with its sha256.
+
+    Raises:
+      ValueError: no listing, a malformed line, a path outside the folder, a
+        missing or unlisted file, or a checksum mismatch.
+    """
     folder = pathlib.Path(folder)
     listing = folder / CHECKSUMS
     if not listing.exists():
         raise ValueError(f"{folder} has no {CHECKSUMS}; refusing to load unverified artifacts.")
+    listed = set()
     for line in listing.read_text().splitlines():
         if not line.strip():
             continue
-        digest, relative = line.split(maxsplit=1)
+        parts = line.split(maxsplit=1)
+        if len(parts) != 2 or len(parts[0]) != 64:
+            raise ValueError(f"{listing}: malformed line {line!r}; expected '<sha256>  <path>'.")
+        digest, relative = parts
+        listed.add(relative)
         path = folder / relative
         if pathlib.PurePosixPath(relative).is_absolute() or ".." in pathlib.PurePosixPath(relative).parts:
             raise ValueError(f"{listing}: refusing a path outside the folder: {relative!r}.")
@@ -288,6 +298,15 @@ def verify_checksums(folder):
         if actual != digest:
             raise ValueError(f"Checksum mismatch for {path}: expected sha256 {digest}, got "
                              f"{actual}. The file is corrupt or was modified; nothing was loaded.")
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+               if p.is_file() and p.name != CHECKSUMS}
+    unlisted = sorted(present - listed)
+    if unlisted:
+        raise ValueError(f"{folder}: files not covered by {CHECKSUMS}: {', '.join(unlisted)}; "
+                         "refusing to load unverified artifacts.")
+    for required in (CONFIG, WEIGHTS):
+        if required not in listed:
+            raise ValueError(f"{listing} does not list {required}; refusing to load.")
 
 
 def _sha256(path):

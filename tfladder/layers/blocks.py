@@ -35,7 +35,9 @@ class MLP(keras.layers.Layer):
       units: Widths of the hidden layers, in order. May be empty (identity).
       activation: Name of the activation (see `ACTIVATIONS`).
       batch_norm: Whether to insert batch normalisation before each
-        activation (as in the Ladder VAE, section 3).
+        activation (as in the Ladder VAE, section 3). Statistics are
+        synchronized across replicas, so training does not depend on how a
+        batch is split over devices.
     """
 
     def __init__(self, units, activation="leaky_relu", batch_norm=False, **kwargs):
@@ -45,7 +47,7 @@ class MLP(keras.layers.Layer):
         self.batch_norm = bool(batch_norm)
         self._activation_fn = get_activation(activation)
         self.dense_layers = [keras.layers.Dense(u) for u in self.units]
-        self.norm_layers = ([keras.layers.BatchNormalization() for _ in self.units]
+        self.norm_layers = ([keras.layers.BatchNormalization(synchronized=True) for _ in self.units]
                             if self.batch_norm else [])
 
     def build(self, input_shape):
@@ -103,7 +105,7 @@ class ConvStack(keras.layers.Layer):
         conv = keras.layers.Conv2DTranspose if self.transpose else keras.layers.Conv2D
         self.conv_layers = [conv(f, self.kernel_size, strides=2, padding="same")
                             for f in self.filters]
-        self.norm_layers = ([keras.layers.BatchNormalization() for _ in self.filters]
+        self.norm_layers = ([keras.layers.BatchNormalization(synchronized=True) for _ in self.filters]
                             if self.batch_norm else [])
 
     def build(self, input_shape):

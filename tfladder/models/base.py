@@ -103,6 +103,8 @@ class HierarchicalModel(keras.Model):
         self.observation = get_observation(self.observation_spec)
         self.params_per_channel = self.observation.params_per_channel
         self._trackers = {name: keras.metrics.Mean(name=name) for name in self.metric_names}
+        # Count (not average) of updates skipped in the epoch for a non-finite loss or gradient.
+        self._trackers["skipped_updates"] = keras.metrics.Sum(name="skipped_updates")
 
     # ------------------------------------------------------------------ API
     @property
@@ -111,7 +113,7 @@ class HierarchicalModel(keras.Model):
 
     @property
     def metric_names(self):
-        return (["loss", "elbo", "distortion", "rate", "beta"]
+        return (["loss", "elbo", "distortion", "rate", "beta", "skipped_updates"]
                 + [f"kl_{l + 1}" for l in range(len(self.latent_dims))])
 
     @property
@@ -248,14 +250,14 @@ class HierarchicalModel(keras.Model):
 
     # ------------------------------------------------------------ training
     def _step_seed(self, salt):
-        """A stateless seed per (model seed, step, replica): distinct noise on
-        every replica (PITFALLS.md) and reproducible after a resume."""
+        """A stateless seed per (model seed, step): reproducible after a resume.
+
+        Every replica gets the same seed; `batch_noise` gives each its own rows
+        of the global batch's noise.
+        """
         step = self.optimizer.iterations if self.optimizer is not None else 0
-        seed = tf.random.experimental.stateless_fold_in(
+        return tf.random.experimental.stateless_fold_in(
             tf.constant([self.seed, salt], tf.int32), tf.cast(step, tf.int32))
-        replica = tf.distribute.get_replica_context()
-        replica_id = replica.replica_id_in_sync_group if replica is not None else 0
-        return tf.random.experimental.stateless_fold_in(seed, tf.cast(replica_id, tf.int32))
 
     def _loss_terms(self, x, seed, beta, training):
         """Per-example loss pieces: (summed loss over the local batch, ElboTerms)."""
@@ -275,7 +277,21 @@ class HierarchicalModel(keras.Model):
             loss_sum = tf.reduce_sum(terms.distortion + beta * terms.rate)
         return loss_sum, terms
 
+    def compile(self, optimizer="adam", **kwargs):
+        """`keras.Model.compile`, then builds the model and the optimizer so that
+        every variable exists before a checkpoint is restored into it."""
+        super().compile(optimizer=optimizer, **kwargs)
+        self.build()
+        self.optimizer.build(self.trainable_variables)
+
     def train_step(self, data):
+        """One guarded update (vdvae's habit).
+
+        The loss is `sum(per-example loss) / global batch size`, so that the
+        replicas' summed gradients equal single-device gradients. An update whose
+        loss or gradient is not finite on any replica is skipped everywhere and
+        counted in `skipped_updates`.
+        """
         x = _unpack(data)
         beta = self.beta(self.optimizer.iterations)
         seed = self._step_seed(_TRAIN_SALT)
@@ -283,8 +299,13 @@ class HierarchicalModel(keras.Model):
         with tf.GradientTape() as tape:
             loss_sum, terms = self._loss_terms(x, seed, beta, training=True)
             loss = loss_sum / global_count
-        grads = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
+        variables = self.trainable_variables
+        grads = tape.gradient(loss, variables)
+        finite = tf.logical_and(tf.math.is_finite(loss),
+                                tf.math.is_finite(tf.linalg.global_norm(grads)))
+        finite = _all_replicas(finite)
+        _apply_if(finite, self.optimizer, grads, variables)
+        self._trackers["skipped_updates"].update_state(1.0 - tf.cast(finite, tf.float32))
         return self._update_trackers(loss_sum, terms, beta)
 
     def test_step(self, data):
@@ -412,6 +433,36 @@ def _global_count(x):
     return tf.maximum(replica.all_reduce(tf.distribute.ReduceOp.SUM, local), 1.0)
 
 
+def _all_replicas(flag):
+    """True only if `flag` is True on every replica (no replica reports False)."""
+    replica = tf.distribute.get_replica_context()
+    if replica is None or replica.num_replicas_in_sync == 1:
+        return flag
+    failures = replica.all_reduce(tf.distribute.ReduceOp.SUM,
+                                  1.0 - tf.cast(flag, tf.float32))
+    return failures < 0.5
+
+
+def _apply_if(condition, optimizer, grads, variables):
+    """`optimizer.apply(grads, variables)` only if `condition` (equal on all replicas).
+
+    On one replica the update is skipped exactly (`tf.cond`). Under a
+    multi-replica strategy the optimizer's gradient aggregation is a
+    `merge_call`, which cannot sit inside a `tf.cond` in replica context; there
+    the update is applied with zero gradients instead, so no weight ever sees
+    a NaN, but Adam's moments decay for that step.
+    """
+    replica = tf.distribute.get_replica_context()
+    if replica is None or replica.num_replicas_in_sync == 1:
+        def apply():
+            optimizer.apply(grads, variables)
+            return tf.constant(True)
+
+        tf.cond(condition, apply, lambda: tf.constant(False))
+        return
+    optimizer.apply([tf.where(condition, g, tf.zeros_like(g)) for g in grads], variables)
+
+
 def _as_seed(seed, default):
     """An int, a `[2]` tensor or None -> a `[2]` int64 stateless seed."""
     if seed is None:
@@ -456,10 +507,32 @@ def standard_normal(batch, dim):
 
 
 def draw(distribution, seed, use_mean):
-    """A reparameterised sample of a Normal, or its mean when `use_mean`."""
+    """A reparameterised sample `loc + scale * eps` of a Normal, or its mean.
+
+    `eps` comes from `batch_noise`, so a global batch split over replicas gets
+    exactly the noise that one device would draw for it.
+    """
     if use_mean:
         return distribution.loc
-    return distribution.sample(seed=seed)
+    return distribution.loc + distribution.scale * batch_noise(seed, tf.shape(distribution.loc))
+
+
+def batch_noise(seed, shape):
+    """Standard-normal noise of `shape` = `[local_batch, ...]` for this replica.
+
+    The noise of the whole global batch is drawn from `seed` and each replica
+    takes its own rows: replicas get different noise (never the same draw,
+    PITFALLS.md), and the result does not depend on the number of replicas.
+    Replicas are assumed to hold equal shares of the batch (as with
+    `drop_remainder=True`); a ragged last batch still gets valid noise.
+    """
+    replica = tf.distribute.get_replica_context()
+    if replica is None or replica.num_replicas_in_sync == 1:
+        return tf.random.stateless_normal(shape, seed)
+    local = shape[0]
+    total = tf.concat([[local * replica.num_replicas_in_sync], shape[1:]], axis=0)
+    start = tf.cast(replica.replica_id_in_sync_group, tf.int32) * local
+    return tf.random.stateless_normal(total, seed)[start:start + local]
 
 
 def layer_seeds(seed, num_layers):
