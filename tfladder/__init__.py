@@ -5,7 +5,7 @@ Families: `VAE`, `HierarchicalVAE` (stacked), `LadderVAE` (Sonderby et al.
 (NVAE-style delta posteriors). Importing the package registers every layer
 and model for Keras serialization under the "tfladder" package.
 """
-from tfladder import gaussian, layers, models
+from tfladder import distribute, gaussian, layers, models
 from tfladder.models import (FAMILIES, VAE, HierarchicalModel, HierarchicalVAE, LadderVAE,
                              TopDownVAE, VariationalLadderAutoencoder)
 

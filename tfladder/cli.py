@@ -3,6 +3,7 @@
 ```none
 tfladder list
 tfladder train VARIANT [--data SOURCE] [--epochs N] [--batch-size B] [--seed S] [--workdir DIR]
+               [--strategy default|mirrored|multi_worker|tpu] [--devices D1,D2]
 tfladder evaluate VARIANT [--data SOURCE] [--split test] [--num-samples K] [--limit N] [--update-card]
 tfladder sample VARIANT --out samples.png [--num N] [--seed S]
 tfladder traverse VARIANT --out traversal.png [--seed S]
@@ -30,6 +31,11 @@ flags.DEFINE_integer("seed", None, "Random seed (default: the variant's recipe; 
 flags.DEFINE_integer("limit", None, "Use only the first N images.")
 flags.DEFINE_string("workdir", None, "Training folder (checkpoints, logs, the trained model). "
                     "Default: runs/VARIANT.")
+flags.DEFINE_string("strategy", "default", "Distribution strategy: default, mirrored, "
+                    "multi_worker (from TF_CONFIG) or tpu.")
+flags.DEFINE_list("devices", None, "Devices for --strategy mirrored, e.g. /gpu:0,/gpu:1.")
+flags.DEFINE_integer("cpu-devices", None, "Split the host CPU into N logical devices first "
+                     "(to run --strategy mirrored on a CPU-only machine).")
 flags.DEFINE_integer("num-samples", 5000, "K of the importance-weighted bound L_K (0: skip).")
 flags.DEFINE_integer("num", 64, "Number of samples to draw (a square grid).")
 flags.DEFINE_string("out", None, "Output file (PNG) or folder (export).")
@@ -89,12 +95,16 @@ def list_(args):
 @command
 def train(args):
     """Trains a variant; rerunning the same command resumes an interrupted run."""
-    from tfladder import training
+    from tfladder import distribute, training
     name = _one_variant(args)
     for flag in ("epochs", "batch-size", "limit"):
         _positive(flag, _flag(flag))
     workdir = _flag("workdir") or f"runs/{pathlib.Path(name).name}"
+    if _flag("cpu-devices"):
+        distribute.split_cpu(_positive("cpu-devices", _flag("cpu-devices")))
+    strategy = distribute.get_strategy(_flag("strategy"), _flag("devices"))
     result = training.train(name, workdir, data=_flag("data"), epochs=_flag("epochs"),
+                            strategy=strategy,
                             batch_size=_flag("batch-size"), seed=_flag("seed"),
                             limit=_flag("limit"),
                             command="tfladder " + " ".join(sys.argv[1:]))

@@ -119,6 +119,8 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
     if limit:
         num_train = min(num_train, int(limit))
     strategy = strategy or tf.distribute.get_strategy()
+    logging.info("Training %s with %s on %d replica(s).", variant.name,
+                 type(strategy).__name__, strategy.num_replicas_in_sync)
     steps_per_epoch = math.ceil(num_train / recipe.batch_size)
     keras.utils.set_random_seed(recipe.seed)
 
