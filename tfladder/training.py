@@ -25,6 +25,7 @@ from absl import logging
 
 from tfladder import data as data_lib
 from tfladder import figures, modelcard, zoo
+from tfladder.callbacks import StopOnRepeatedSkips
 from tfladder.export import export_saved_model
 from tfladder.models import FAMILIES
 
@@ -143,6 +144,7 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
         keras.callbacks.CSVLogger(str(workdir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(workdir / "logs")),
         ImageSummaries(workdir / "logs", seed=recipe.seed),
+        StopOnRepeatedSkips(),
         keras.callbacks.TerminateOnNaN(),
     ]
     model.fit(train_data, validation_data=test_data, epochs=recipe.epochs,

@@ -1,0 +1,49 @@
+"""The guarded training step skips non-finite updates and stops on repeated ones."""
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tests.helpers import small_model
+from tfladder.callbacks import StopOnRepeatedSkips
+
+
+def _binary(n, seed=0):
+    return (np.random.RandomState(seed).rand(n, 28, 28, 1) > 0.5).astype(np.float32)
+
+
+def test_a_nan_batch_is_skipped_and_counted():
+    model = small_model("lvae")
+    model.compile(keras.optimizers.Adam(1e-3))
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    poisoned = _binary(8)
+    poisoned[3, 5, 5, 0] = np.nan                     # forces a NaN loss and gradient
+    logs = model.train_on_batch(poisoned, return_dict=True)
+    assert logs["skipped_updates"] == 1.0
+    for old, new in zip(before, model.trainable_weights):
+        np.testing.assert_array_equal(old, new.numpy())
+    assert int(model.optimizer.iterations) == 0       # the optimizer never stepped
+    logs = model.train_on_batch(_binary(8), return_dict=True)
+    assert np.isfinite(logs["loss"])
+    assert any(not np.array_equal(old, new.numpy())
+               for old, new in zip(before, model.trainable_weights))
+
+
+def test_infinite_gradients_are_skipped():
+    model = small_model("vae")
+    model.compile(keras.optimizers.Adam(1e-3))
+    model.trainable_weights[0].assign(tf.fill(model.trainable_weights[0].shape, np.inf))
+    logs = model.train_on_batch(_binary(4), return_dict=True)
+    assert logs["skipped_updates"] == 1.0
+
+
+def test_training_stops_after_repeated_skips():
+    model = small_model("vae")
+    model.compile(keras.optimizers.Adam(1e-3))
+    data = _binary(64)
+    data[:, 0, 0, 0] = np.nan                         # every batch is poisoned
+    stopper = StopOnRepeatedSkips(patience=3)
+    history = model.fit(tf.data.Dataset.from_tensor_slices(data).batch(4), epochs=5,
+                        callbacks=[stopper], verbose=0).history
+    assert stopper.stopped_at == 2                    # third batch of the first epoch
+    assert len(history["loss"]) == 1
+    assert history["skipped_updates"][0] == 3.0
