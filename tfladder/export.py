@@ -10,6 +10,11 @@ Endpoints (all return dicts of named float32 tensors):
 | `sample` | `num_samples` int32 scalar, `seed` int32 scalar | `images [n, H, W, C]` (likelihood means) |
 | `elbo` | `x [B, H, W, C]` | `elbo`, `distortion`, `rate [B]`, `kl_per_layer [B, L]` |
 
+Inputs are checked inside the graph: an empty batch, NaN / Inf pixels or
+noise, values outside the likelihood's support and `num_samples < 1` fail
+with `InvalidArgumentError` whose message says what was expected (shapes
+and dtypes are checked by the signatures).
+
 `sample` and `elbo` use stateless random ops, so the same inputs give the
 same outputs in every process (PITFALLS.md: a saved `SeedGenerator` would
 replay one sequence everywhere; stateful ops differ in every process).
@@ -28,7 +33,27 @@ def endpoint_functions(model):
     noise_specs = [tf.TensorSpec([None, d], tf.float32, name=f"noise_{l + 1}")
                    for l, d in enumerate(model.latent_dims)]
 
+    def checked_images(x):
+        support = f"x is outside the support of the likelihood: expected {model.observation.support}"
+        checks = [
+            tf.debugging.assert_positive(tf.shape(x)[0], message="x is an empty batch; "
+                                         "expected at least one image"),
+            tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(x)),
+                                ["x contains NaN or Inf values; expected finite pixels"]),
+            tf.debugging.Assert(model.observation.in_support(x), [support]),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.identity(x)
+
+    def checked_latents(values, name):
+        checks = [tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(v)),
+                                      [f"{name}_{l + 1} contains NaN or Inf values"])
+                  for l, v in enumerate(values)]
+        with tf.control_dependencies(checks):
+            return [tf.identity(v) for v in values]
+
     def encode(x):
+        x = checked_images(x)
         posteriors = model.infer(x, tf.constant([0, 0], tf.int32), use_mean=True).layers
         outputs = {}
         for l, layer in enumerate(posteriors):
@@ -37,15 +62,20 @@ def endpoint_functions(model):
         return outputs
 
     def decode(*z):
-        return {"mean": model.decode(list(z)).mean()}
+        return {"mean": model.decode(checked_latents(z, "z")).mean()}
 
     def generate(*noise):
-        return {"mean": model.generate(list(noise)).mean()}
+        return {"mean": model.generate(checked_latents(noise, "noise")).mean()}
 
     def sample(num_samples, seed):
+        check = tf.debugging.assert_positive(
+            num_samples, message="num_samples must be a positive integer")
+        with tf.control_dependencies([check]):
+            num_samples = tf.identity(num_samples)
         return {"images": model.sample_from_seed(num_samples, tf.stack([seed, 0]))}
 
     def elbo(x):
+        x = checked_images(x)
         terms = model._elbo_terms(x, tf.constant([ELBO_SEED, 0], tf.int32))
         return terms._asdict()
 

@@ -26,21 +26,27 @@ tfd = tfp.distributions
 class Observation(keras.layers.Layer):
     """Base class: maps `[B, H, W, C * params_per_channel]` to a distribution.
 
-    Subclasses define `params_per_channel`, `distribution(params)` and
-    `support_error(x)` (a message if NumPy array `x` lies outside the support,
-    else None).
+    Subclasses define `params_per_channel`, `distribution(params)`,
+    `in_support(x)` (a scalar bool tensor: are all values of x in the support)
+    and `support` (what the support is, in words). `support_error(x)` is the
+    eager check built from these; exported endpoints assert `in_support`.
     """
 
     params_per_channel = 1
+    support = "values in [0, 1] (float) or 0..255 (uint8)"
 
     def call(self, params):
         return self.distribution(params)
 
+    def in_support(self, x):
+        return tf.logical_and(tf.reduce_all(x >= 0.0), tf.reduce_all(x <= 1.0))
+
     def support_error(self, x):
-        if np.any(x < 0.0) or np.any(x > 1.0):
-            return (f"values in [0, 1] (float) or 0..255 (uint8), got range "
-                    f"[{float(np.min(x)):.4g}, {float(np.max(x)):.4g}]")
-        return None
+        """A message if `x` lies outside the support, else None (eager)."""
+        if bool(self.in_support(tf.convert_to_tensor(x, tf.float32))):
+            return None
+        return (f"{self.support}, got values in [{float(np.min(x)):.4g}, "
+                f"{float(np.max(x)):.4g}]")
 
 
 @register
@@ -70,11 +76,17 @@ class BernoulliObservation(Observation):
         return tfd.Independent(tfd.Bernoulli(logits=params, dtype=params.dtype),
                                reinterpreted_batch_ndims=3)
 
-    def support_error(self, x):
-        if self.binary and not np.all((x == 0.0) | (x == 1.0)):
-            return ("binary values {0, 1} (this Bernoulli model was trained on "
-                    "binarised images; binarise first, e.g. x > 0.5)")
-        return super().support_error(x)
+    @property
+    def support(self):
+        if self.binary:
+            return ("binary values {0, 1} (this Bernoulli model was trained on binarised "
+                    "images; binarise first, e.g. x > 0.5)")
+        return super().support
+
+    def in_support(self, x):
+        if self.binary:
+            return tf.reduce_all(tf.logical_or(tf.equal(x, 0.0), tf.equal(x, 1.0)))
+        return super().in_support(x)
 
     def get_config(self):
         return {**super().get_config(), "binary": self.binary}
@@ -155,11 +167,11 @@ class DiscretizedLogisticMixtureObservation(Observation):
         logits, loc, log_scale = tf.split(params, 3, axis=-1)
         return DiscretizedLogisticMixture(logits, loc, log_scale)
 
-    def support_error(self, x):
-        error = super().support_error(x)
-        if error is None and not np.allclose(np.round(x * 255.0), x * 255.0, atol=1e-3):
-            return "8-bit values k / 255 (uint8 images scaled to [0, 1])"
-        return error
+    support = "8-bit values k / 255 in [0, 1] (uint8 images scaled to [0, 1])"
+
+    def in_support(self, x):
+        on_grid = tf.reduce_all(tf.abs(tf.round(x * 255.0) - x * 255.0) < 1e-3)
+        return tf.logical_and(super().in_support(x), on_grid)
 
     def get_config(self):
         return {**super().get_config(), "num_components": self.num_components}
