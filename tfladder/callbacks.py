@@ -1,4 +1,10 @@
 """Keras callbacks for tfladder training."""
+import json
+import os
+import pathlib
+import shutil
+
+import h5py
 import keras
 from absl import logging
 
@@ -34,3 +40,215 @@ class StopOnRepeatedSkips(keras.callbacks.Callback):
                           "and were skipped; the weights are those of the last finite update.",
                           self.consecutive)
             self.model.stop_training = True
+
+
+# ----------------------------------------------------------------- checkpoints
+WEIGHTS_FILE = "latest.weights.h5"         # The names keras.callbacks.BackupAndRestore uses,
+METADATA_FILE = "training_metadata.json"   # so that its backups resume with EpochCheckpoint.
+_TMP_PREFIX = "tmp-"
+_EPOCH_ATTR = "tfladder_epoch"             # Epochs done, stored inside the weights file too.
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint exists but cannot be restored."""
+
+
+def _fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:     # Not supported here (e.g. some network file systems): best effort.
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path):
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _commit(tmp, path):
+    """Moves the complete, synced `tmp` over `path` in one step (`os.replace`)."""
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def write_atomically(path, write):
+    """Calls `write(tmp)` on a temporary file next to `path`, syncs it, then renames
+    it onto `path`: readers (and a process killed at any instant) see either the
+    old file or the new one, never a partial one.
+
+    The temporary name keeps the end of `path`'s name (Keras wants weights files
+    to end in `.weights.h5`). A leftover from a killed writer is removed by
+    `EpochCheckpoint.restore`.
+    """
+    path = pathlib.Path(path)
+    tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{path.name}")
+    try:
+        write(tmp)
+        _fsync_file(tmp)
+        _commit(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomically(path, text):
+    write_atomically(path, lambda tmp: pathlib.Path(tmp).write_text(text))
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Atomic, resumable end-of-epoch checkpoints of weights + optimizer state.
+
+    A drop-in replacement of `keras.callbacks.BackupAndRestore` (epoch
+    frequency) that survives being killed at any instant. After every complete
+    epoch it writes, each through a temporary file, fsync and `os.replace`:
+
+    1. `directory/latest.weights.h5`: `model.save_weights`, which holds the
+       model's variables and the optimizer's (iteration count, learning rate,
+       Adam moments), with the number of epochs done stored in the file as
+       the HDF5 attribute `tfladder_epoch`;
+    2. `directory/training_metadata.json`: `{"epoch": epochs done, "batch": 0}`,
+       last, as `BackupAndRestore` writes it.
+
+    The folder and file names and the metadata keys are those of
+    `BackupAndRestore`, so a folder it wrote resumes here. The epoch count
+    inside the weights file makes the pair consistent: killed between the two
+    renames, the new weights win over the old metadata.
+
+    Call `restore()` before `fit` and pass the epoch it returns as
+    `initial_epoch` (this callback does not set `model._initial_epoch`). An
+    epoch cut short by `model.stop_training` (e.g. `TerminateOnNaN`) is not
+    checkpointed. Put this callback after the callbacks that log an epoch
+    (e.g. `CSVLogger`), so that a checkpointed epoch is always logged.
+    The checkpoint is kept after training; `delete()` removes it.
+    """
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = pathlib.Path(directory)
+        self.weights_path = self.directory / WEIGHTS_FILE
+        self.metadata_path = self.directory / METADATA_FILE
+        self._cut_short = False
+
+    # ---------------------------------------------------------------- saving
+    def on_epoch_begin(self, epoch, logs=None):
+        self._cut_short = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.model.stop_training:
+            self._cut_short = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._cut_short:
+            logging.warning("Epoch %d was stopped early: not checkpointed (the checkpoint "
+                            "keeps the last complete epoch).", epoch)
+            return
+        self.save(epoch + 1)
+
+    def save(self, epochs_done):
+        """Writes the checkpoint of the state after `epochs_done` complete epochs."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+        def write_weights(tmp):
+            self.model.save_weights(str(tmp))
+            with h5py.File(tmp, "a") as handle:
+                handle.attrs[_EPOCH_ATTR] = int(epochs_done)
+
+        write_atomically(self.weights_path, write_weights)
+        write_text_atomically(self.metadata_path,
+                              json.dumps({"epoch": int(epochs_done), "batch": 0}))
+
+    # ------------------------------------------------------------- restoring
+    def remove_leftovers(self):
+        """Deletes temporary files of writers that were killed mid-write."""
+        if not self.directory.is_dir():
+            return
+        for name in (WEIGHTS_FILE, METADATA_FILE):
+            for leftover in self.directory.glob(f"{_TMP_PREFIX}*-{name}"):
+                logging.warning("Removing %s, left by an interrupted checkpoint write.", leftover)
+                leftover.unlink(missing_ok=True)
+
+    def epochs_done(self):
+        """The number of complete epochs in the checkpoint (0 if there is none).
+
+        Raises:
+          CheckpointError: if the checkpoint is unreadable or inconsistent.
+        """
+        self.remove_leftovers()
+        metadata_epoch = self._metadata_epoch()
+        if not self.weights_path.exists():
+            if metadata_epoch:
+                raise CheckpointError(
+                    f"{self.metadata_path} records {metadata_epoch} epoch(s) but "
+                    f"{self.weights_path} is missing. Restore it, or delete {self.directory} "
+                    "to train from scratch.")
+            return 0
+        weights_epoch = self._weights_epoch()
+        if weights_epoch is None:            # Written by keras.callbacks.BackupAndRestore.
+            if metadata_epoch is None:
+                raise CheckpointError(
+                    f"{self.weights_path} exists but {self.metadata_path} is missing, so the "
+                    "epoch it was saved at is unknown (a write interrupted by an older "
+                    f"checkpointer?). Delete {self.directory} to train from scratch.")
+            return metadata_epoch
+        if metadata_epoch != weights_epoch:
+            logging.warning("%s says %s epoch(s) but %s holds %d: the run was stopped between "
+                            "the two writes; resuming after epoch %d.", self.metadata_path,
+                            metadata_epoch, self.weights_path, weights_epoch, weights_epoch)
+        return weights_epoch
+
+    def restore(self, model=None):
+        """Loads the checkpoint into `model` (default: `self.model`), which must be
+        built and compiled with its optimizer built. Returns the number of epochs
+        done, the `initial_epoch` of the next `fit` (0 without a checkpoint).
+
+        Raises:
+          CheckpointError: if the checkpoint exists but cannot be loaded (e.g. a
+            weights file truncated by a non-atomic writer): never silently
+            starts over.
+        """
+        model = self.model if model is None else model
+        epochs = self.epochs_done()
+        if not self.weights_path.exists():
+            return 0
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        try:
+            model.load_weights(str(self.weights_path))
+        except Exception as error:   # h5py raises OSError, Keras ValueError, ...
+            raise CheckpointError(
+                f"Cannot load the checkpoint {self.weights_path} ({type(error).__name__}: "
+                f"{error}). It may have been truncated by an interrupted write, or belong to "
+                f"another model. Delete {self.directory} to train from scratch.") from error
+        logging.info("Restored %s: %d epoch(s) done, optimizer step %s.", self.weights_path,
+                     epochs, int(model.optimizer.iterations) if model.optimizer else None)
+        return epochs
+
+    def delete(self):
+        """Removes the checkpoint folder."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _metadata_epoch(self):
+        if not self.metadata_path.exists():
+            return None
+        try:
+            return int(json.loads(self.metadata_path.read_text())["epoch"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"{self.metadata_path} is not valid checkpoint metadata "
+                                  f"({error}).") from error
+
+    def _weights_epoch(self):
+        try:
+            with h5py.File(self.weights_path, "r") as handle:
+                value = handle.attrs.get(_EPOCH_ATTR)
+        except OSError as error:
+            raise CheckpointError(
+                f"Cannot read the checkpoint {self.weights_path} ({error}). It may have been "
+                "truncated by an interrupted write (keras.callbacks.BackupAndRestore writes "
+                f"in place). Delete {self.directory} to train from scratch.") from error
+        return None if value is None else int(value)

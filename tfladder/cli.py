@@ -3,7 +3,7 @@
 ```none
 tfladder list
 tfladder train VARIANT [--data SOURCE] [--epochs N] [--batch-size B] [--seed S] [--workdir DIR]
-               [--strategy default|mirrored|multi_worker|tpu] [--devices D1,D2]
+               [--strategy default|mirrored|multi_worker|tpu] [--devices D1,D2] [--deterministic]
 tfladder evaluate VARIANT [--data SOURCE] [--split test] [--num-samples K] [--limit N] [--update-card]
 tfladder sample VARIANT --out samples.png [--num N] [--seed S]
 tfladder traverse VARIANT --out traversal.png [--seed S]
@@ -39,6 +39,9 @@ flags.DEFINE_integer("cpu-devices", None, "Split the host CPU into N logical dev
 flags.DEFINE_integer("num-samples", 5000, "K of the importance-weighted bound L_K (0: skip).")
 flags.DEFINE_integer("num", 64, "Number of samples to draw (a square grid).")
 flags.DEFINE_string("out", None, "Output file (PNG) or folder (export).")
+flags.DEFINE_bool("deterministic", False, "train: enable TensorFlow op determinism "
+                  "(tf.config.experimental.enable_op_determinism) for bit-identical reruns "
+                  "and resumes; may be slower.")
 flags.DEFINE_bool("update-card", False, "evaluate: write the results into the variant "
                   "folder's metrics.json and model card.")
 
@@ -94,7 +97,12 @@ def list_(args):
 
 @command
 def train(args):
-    """Trains a variant; rerunning the same command resumes an interrupted run."""
+    """Trains a variant; rerunning the same command resumes an interrupted run.
+
+    Resuming continues from the last complete epoch (weights, optimizer state,
+    data stream); with --deterministic the result is bit-identical to an
+    uninterrupted run.
+    """
     from tfladder import distribute, training
     name = _one_variant(args)
     for flag in ("epochs", "batch-size", "limit"):
@@ -103,11 +111,16 @@ def train(args):
     if _flag("cpu-devices"):
         distribute.split_cpu(_positive("cpu-devices", _flag("cpu-devices")))
     strategy = distribute.get_strategy(_flag("strategy"), _flag("devices"))
-    result = training.train(name, workdir, data=_flag("data"), epochs=_flag("epochs"),
-                            strategy=strategy,
-                            batch_size=_flag("batch-size"), seed=_flag("seed"),
-                            limit=_flag("limit"),
-                            command="tfladder " + " ".join(sys.argv[1:]))
+    from tfladder.callbacks import CheckpointError
+    try:
+        result = training.train(name, workdir, data=_flag("data"), epochs=_flag("epochs"),
+                                strategy=strategy,
+                                batch_size=_flag("batch-size"), seed=_flag("seed"),
+                                limit=_flag("limit"), deterministic=_flag("deterministic"),
+                                command="tfladder " + " ".join(sys.argv[1:]))
+    except CheckpointError as error:   # Not a usage error: the workdir needs attention.
+        print(f"tfladder train: error: {error}", file=sys.stderr)
+        sys.exit(1)
     print(f"Trained variant written to {result.folder} "
           f"(load it with tfladder.zoo.load({str(result.folder)!r})).")
 

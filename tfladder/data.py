@@ -56,6 +56,16 @@ The draws are deterministic given `seed`: the n-th pass over a dataset built
 with the same seed gives the same pixels. `binarize="threshold"` serves
 x = 1[grey level > 0.5]. Already binary sources are unchanged by both.
 
+#### Epoch streams (resumable training)
+
+`load(..., epochs=E, first_epoch=F)` serves epochs F, F + 1, ..., E - 1 one
+after the other in a single finite dataset (use it with `steps_per_epoch` in
+Keras `fit`). The order of epoch e and its dynamic binarization depend only on
+`(seed, e)`: stateless random ops keyed on them, no iterator state and no
+global seed. A run resumed at epoch F therefore sees exactly the batches that
+an uninterrupted run sees from epoch F on. Iterating the dataset again gives
+the same batches again.
+
 #### Examples
 
 ```python
@@ -63,6 +73,11 @@ from tfladder import data
 
 train = data.load("mnist_offline", "train", batch_size=256, binarize="dynamic")
 model.fit(train, epochs=10)  # a fresh binarization every epoch
+
+# The same epochs as a resumable stream: a run restarted at epoch 4 sees the
+# batches that an uninterrupted run sees at epochs 4..9.
+stream = data.load("mnist_offline", "train", 256, binarize="dynamic", epochs=10, first_epoch=4)
+model.fit(stream, epochs=10, initial_epoch=4, steps_per_epoch=16)  # ceil(4000 / 256)
 
 x_test = data.load_arrays("/path/to/binarized_mnist.npz", "test")  # [10000, 28, 28, 1]
 ```
@@ -109,6 +124,9 @@ class StoredImages(NamedTuple):
 
     pixels: tf.data.Dataset  # Unbatched stored pixels [h, w, c], in the split's order.
     decode: Callable[[tf.Tensor], tf.Tensor]  # [B, h, w, c] -> float32 [B, H, W, C] in [0, 1].
+    # The same pixels as one in-memory array [N, h, w, c] when the source has
+    # them (random access: epoch streams then permute the whole split), else None.
+    array: np.ndarray | None = None
 
 
 class Source(Protocol):
@@ -124,12 +142,20 @@ class Source(Protocol):
         """The number of images in `split`."""
 
     def images(
-        self, split: str, *, limit: int | None, data_dir: str | None, shuffle_files: bool, seed: int
+        self,
+        split: str,
+        *,
+        limit: int | None,
+        data_dir: str | None,
+        shuffle_files: bool,
+        seed: int,
+        reshuffle_files: bool = True,
     ) -> StoredImages:
         """The stored images of `split` and their decoder.
 
         `limit` keeps the first `limit` images; `shuffle_files` (with `seed`)
-        lets a sharded source read its files in random order.
+        lets a sharded source read its files in random order, a new order at
+        every iteration unless `reshuffle_files` is False.
         """
 
 
@@ -185,6 +211,7 @@ def _array_images(array: np.ndarray, white_level: int) -> StoredImages:
     return StoredImages(
         pixels=tf.data.Dataset.from_tensor_slices(array),
         decode=lambda batch: tf.cast(batch, tf.float32) / white_level,
+        array=array,
     )
 
 
@@ -227,9 +254,16 @@ class MlxtendMnistSource:
         return len(self._digits(split))
 
     def images(
-        self, split: str, *, limit: int | None, data_dir: str | None, shuffle_files: bool, seed: int
+        self,
+        split: str,
+        *,
+        limit: int | None,
+        data_dir: str | None,
+        shuffle_files: bool,
+        seed: int,
+        reshuffle_files: bool = True,
     ) -> StoredImages:
-        del data_dir, shuffle_files, seed  # In memory, read in order.
+        del data_dir, shuffle_files, seed, reshuffle_files  # In memory, read in order.
         return _array_images(self._digits(split)[:limit], white_level=255)
 
     def _digits(self, split: str) -> np.ndarray:
@@ -271,9 +305,16 @@ class NpzSource:
         return len(self._pixels(split)[0])
 
     def images(
-        self, split: str, *, limit: int | None, data_dir: str | None, shuffle_files: bool, seed: int
+        self,
+        split: str,
+        *,
+        limit: int | None,
+        data_dir: str | None,
+        shuffle_files: bool,
+        seed: int,
+        reshuffle_files: bool = True,
     ) -> StoredImages:
-        del data_dir, shuffle_files, seed  # In memory, read in order.
+        del data_dir, shuffle_files, seed, reshuffle_files  # In memory, read in order.
         array, white_level = self._pixels(split)
         return _array_images(array[:limit], white_level)
 
@@ -326,15 +367,25 @@ class TfdsSource:
         return self.split_sizes[self._split(split)]
 
     def images(
-        self, split: str, *, limit: int | None, data_dir: str | None, shuffle_files: bool, seed: int
+        self,
+        split: str,
+        *,
+        limit: int | None,
+        data_dir: str | None,
+        shuffle_files: bool,
+        seed: int,
+        reshuffle_files: bool = True,
     ) -> StoredImages:
         tfds_split = self._split(split) + ("" if limit is None else f"[:{limit}]")
+        read_config = tfds.ReadConfig(shuffle_seed=seed)
+        if not reshuffle_files:
+            read_config = tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=False)
         examples = tfds.load(
             self.name,
             split=tfds_split,
             data_dir=data_dir,
             shuffle_files=shuffle_files,
-            read_config=tfds.ReadConfig(shuffle_seed=seed),
+            read_config=read_config,
         )
         pixels = examples.map(lambda example: example["image"])
         return StoredImages(pixels=pixels, decode=self.preprocess)
@@ -505,6 +556,89 @@ def _check_positive(name: str, value: int) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
+# Epoch streams: every random choice of epoch e is a stateless op keyed on
+# fold_in([seed, salt], e), so it does not depend on how many epochs (or
+# iterators) this process has gone through, nor on the global TF seed.
+_EPOCH_STREAM_SALT = 0x5EED
+_ORDER, _BINARIZATION = 0, 1
+
+
+def _fold_in(key: tf.Tensor, data) -> tf.Tensor:
+    return tf.random.experimental.stateless_fold_in(key, tf.cast(data, tf.int64))
+
+
+def _block_shuffle(pixels: tf.data.Dataset, block_size: int, key: tf.Tensor) -> tf.data.Dataset:
+    """Permutes each block of `block_size` consecutive images with a stateless shuffle.
+
+    The stateless counterpart of `Dataset.shuffle(block_size)` for sources
+    without random access: a perfect shuffle when the split has at most
+    `block_size` images.
+    """
+
+    def permute(index, images):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(tf.shape(images, out_type=tf.int64)[0]), seed=_fold_in(key, index)
+        )
+        return tf.gather(images, order)
+
+    return pixels.batch(block_size).enumerate().map(permute).unbatch()
+
+
+def _epoch_batches(
+    stored: StoredImages,
+    key: tf.Tensor,
+    *,
+    shuffle: bool,
+    batch_size: int,
+    drop_remainder: bool,
+    shuffle_buffer: int,
+    binarize: str | None,
+) -> tf.data.Dataset:
+    """The batches of the epoch whose key is `key` (decoded and binarized)."""
+    order_key, binarization_key = _fold_in(key, _ORDER), _fold_in(key, _BINARIZATION)
+    if stored.array is not None:
+        # Random access: a perfect permutation of the whole split, gathered per batch.
+        images = tf.constant(stored.array)
+        indices = tf.range(tf.shape(images, out_type=tf.int64)[0])
+        if shuffle:
+            indices = tf.random.experimental.stateless_shuffle(indices, seed=order_key)
+        batches = (
+            tf.data.Dataset.from_tensor_slices(indices)
+            .batch(batch_size, drop_remainder=drop_remainder)
+            .map(
+                lambda batch: stored.decode(tf.gather(images, batch)),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+        )
+    else:
+        pixels = stored.pixels
+        if shuffle:
+            pixels = _block_shuffle(pixels, shuffle_buffer, order_key)
+        batches = pixels.batch(batch_size, drop_remainder=drop_remainder).map(
+            stored.decode, num_parallel_calls=tf.data.AUTOTUNE
+        )
+    if binarize != "dynamic":
+        return _BINARIZATIONS[binarize](batches, 0)
+
+    def draw(index, probabilities):
+        uniform = tf.random.stateless_uniform(
+            tf.shape(probabilities), seed=_fold_in(binarization_key, index)
+        )
+        return tf.cast(uniform < probabilities, tf.float32)
+
+    return batches.enumerate().map(draw, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _epoch_stream(
+    stored: StoredImages, seed: int, first_epoch: int, epochs: int, **epoch_options
+) -> tf.data.Dataset:
+    """Epochs `first_epoch .. epochs - 1`, each keyed on (seed, epoch) alone."""
+    root = tf.constant([seed, _EPOCH_STREAM_SALT], tf.int64)
+    return tf.data.Dataset.range(first_epoch, epochs).flat_map(
+        lambda epoch: _epoch_batches(stored, _fold_in(root, epoch), **epoch_options)
+    )
+
+
 def load(
     source: str,
     split: str,
@@ -518,12 +652,22 @@ def load(
     limit: int | None = None,
     data_dir: str | None = None,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    epochs: int | None = None,
+    first_epoch: int = 0,
 ) -> tf.data.Dataset:
     """A batched, prefetched `tf.data.Dataset` of images from `source`.
 
     The pipeline is: the first `limit` stored images of the split -> shuffle
     -> batch -> decode to [0, 1] -> repeat -> binarize -> prefetch. Batching
     before repeating keeps every epoch `ceil(N / batch_size)` batches long.
+
+    With `epochs`, the dataset is instead the epoch stream of the module
+    docstring: epochs `first_epoch .. epochs - 1`, each `ceil(N / batch_size)`
+    batches long (`N / batch_size` with `drop_remainder`), whose order and
+    dynamic binarization depend only on `(seed, epoch)`. Sources held in
+    memory (`mnist_offline`, `.npz`) are then permuted whole every epoch; TFDS
+    sources read their files in one seeded order and are permuted in blocks
+    of `shuffle_buffer` images. Iterating such a dataset again replays it.
 
     Args:
       source: `"mnist_offline"`, a TFDS name from `SOURCES` (optionally as
@@ -543,6 +687,12 @@ def load(
       data_dir: TFDS data directory; ignored by the other sources.
       shuffle_buffer: size of the shuffle buffer, >= 1. The default shuffles
         splits of up to 10,000 images perfectly.
+      epochs: serve the epoch stream that ends before epoch `epochs` (>= 1)
+        instead of one pass (or, with `repeat`, endless passes). Pass
+        `steps_per_epoch` to Keras `fit`. Not allowed with `repeat`.
+      first_epoch: the first epoch of the stream, 0 <= `first_epoch` <=
+        `epochs` (equal gives an empty dataset): the `initial_epoch` of a
+        resumed `fit`.
 
     Returns:
       A dataset of float32 tensors [B, H, W, C] with values in [0, 1] (in
@@ -551,7 +701,8 @@ def load(
 
     Raises:
       ValueError: for an unknown source, split or `binarize` value, for
-        `batch_size`, `limit` or `shuffle_buffer` below 1, and for `.npz`
+        `batch_size`, `limit`, `shuffle_buffer` or `epochs` below 1, for
+        `first_epoch` outside [0, `epochs`], for `epochs` with `repeat`, and for `.npz`
         arrays with a missing key, the wrong rank, NaN / Inf or out-of-range
         values.
       FileNotFoundError: if a `.npz` source does not exist.
@@ -562,8 +713,39 @@ def load(
         _check_positive("limit", limit)
     if binarize not in _BINARIZATIONS:
         raise ValueError(f"binarize must be one of {list(_BINARIZATIONS)}, got {binarize!r}.")
+    if epochs is not None:
+        _check_positive("epochs", epochs)
+        if not 0 <= first_epoch <= epochs:
+            raise ValueError(f"first_epoch must lie in [0, epochs={epochs}], got {first_epoch!r}.")
+        if repeat:
+            raise ValueError("repeat=True cannot be combined with epochs: an epoch stream ends.")
+    elif first_epoch != 0:
+        raise ValueError(f"first_epoch={first_epoch!r} needs epochs (the end of the stream).")
     if shuffle is None:
         shuffle = split == "train"
+
+    if epochs is not None:
+        # The file order must not change from one iteration to the next: fixed by `seed`.
+        stored = _resolve(source).images(
+            split,
+            limit=limit,
+            data_dir=data_dir,
+            shuffle_files=shuffle,
+            seed=seed,
+            reshuffle_files=False,
+        )
+        stream = _epoch_stream(
+            stored,
+            seed,
+            first_epoch,
+            epochs,
+            shuffle=shuffle,
+            batch_size=batch_size,
+            drop_remainder=drop_remainder,
+            shuffle_buffer=shuffle_buffer,
+            binarize=binarize,
+        )
+        return stream.prefetch(tf.data.AUTOTUNE)
 
     stored = _resolve(source).images(
         split, limit=limit, data_dir=data_dir, shuffle_files=shuffle, seed=seed

@@ -5,11 +5,24 @@ The shape of the Flax examples' `train_and_evaluate(config, workdir)`: the
 
 ```none
 workdir/
-  backup/        BackupAndRestore state (weights, optimizer, epoch): a killed run resumes
+  backup/        the last complete epoch (EpochCheckpoint, atomic): a killed run resumes
+    latest.weights.h5        weights + optimizer state (+ the epoch count)
+    training_metadata.json   {"epoch": epochs done, "batch": 0}, as BackupAndRestore wrote it
   logs/          TensorBoard: scalars, KL per layer, sample and traversal grids per epoch
-  history.csv    one row per epoch (the learning curve), appended across resumes
+  history.csv    one row per epoch (the learning curve), kept across resumes
   model/         the trained variant, zoo-style (tfladder.zoo.load(workdir/"model"))
 ```
+
+#### Faults and reproducibility
+
+A run killed at any instant (even while it writes a checkpoint) resumes from
+its last complete epoch when the same call is made again, and loses at most
+the epoch it was in. The resumed run is the uninterrupted run: the checkpoint
+restores the weights and the optimizer state (whose step counter keys the
+model's own noise), and the training data come from
+`tfladder.data.load(..., epochs=..., first_epoch=...)`, whose epoch e depends
+only on (seed, e). With `deterministic=True`, the same call gives bit-identical
+weights and metrics in every process on the same machine and software.
 """
 import dataclasses
 import json
@@ -25,11 +38,12 @@ from absl import logging
 
 from tfladder import data as data_lib
 from tfladder import figures, modelcard, zoo
-from tfladder.callbacks import StopOnRepeatedSkips
+from tfladder.callbacks import EpochCheckpoint, StopOnRepeatedSkips, write_text_atomically
 from tfladder.export import export_saved_model
 from tfladder.models import FAMILIES
 
 MODEL_DIR = "model"
+BACKUP_DIR = "backup"
 DONE = "TRAINING_COMPLETE"
 
 
@@ -77,12 +91,22 @@ class ImageSummaries(keras.callbacks.Callback):
 
 
 def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=None,
-          limit=None, strategy=None, verbose=1, command=None):
+          limit=None, strategy=None, verbose=1, command=None, deterministic=False):
     """Trains zoo `variant` (a name or a `zoo.Variant`) and writes `workdir/model`.
 
     Re-running the same call resumes from the last completed epoch
-    (`BackupAndRestore`); once the run is complete it returns the finished
-    model without training again.
+    (`tfladder.callbacks.EpochCheckpoint` in `workdir/backup`, which also
+    resumes a backup written by `keras.callbacks.BackupAndRestore`): weights,
+    optimizer state and epoch are restored and the data stream continues with
+    the next epoch exactly as an uninterrupted run would. Once the run is
+    complete it returns the finished model without training again.
+
+    Seeds: `keras.utils.set_random_seed(seed)` (Python, NumPy and TensorFlow's
+    global seed) is always called before the model is built. With
+    `deterministic=True`, `tf.config.experimental.enable_op_determinism()` is
+    called too (process-wide and irreversible: TensorFlow then picks
+    deterministic kernels, refuses unseeded random ops and turns off automatic
+    XLA); `metrics.json` records `"deterministic"`.
 
     Args:
       variant: Zoo name or `zoo.Variant`.
@@ -94,9 +118,17 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
       strategy: A `tf.distribute.Strategy` (default: the current one).
       verbose: Keras progress-bar verbosity.
       command: The command line that launched the run, recorded in the card.
+      deterministic: Enable TensorFlow op determinism (see above), for
+        bit-identical reruns; may be slower.
 
     Returns:
       `TrainResult(model, history, folder)`.
+
+    Raises:
+      tfladder.callbacks.CheckpointError: if `workdir/backup` holds a
+        checkpoint that cannot be loaded (it is never silently discarded).
+      ValueError: for a bad recipe, mismatched data, or a checkpoint that is
+        already past `epochs`.
     """
     variant = zoo.get(variant) if isinstance(variant, str) else variant
     recipe = dataclasses.replace(
@@ -123,12 +155,12 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
     logging.info("Training %s with %s on %d replica(s).", variant.name,
                  type(strategy).__name__, strategy.num_replicas_in_sync)
     steps_per_epoch = math.ceil(num_train / recipe.batch_size)
+    validation_steps = math.ceil(data_lib.num_examples(spec.source, spec.test_split)
+                                 / recipe.batch_size)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(recipe.seed)
 
-    train_data = data_lib.load(spec.source, spec.train_split, recipe.batch_size,
-                               binarize=spec.binarize, seed=recipe.seed, limit=limit)
-    test_data = data_lib.load(spec.source, spec.test_split, recipe.batch_size,
-                              binarize=spec.binarize, seed=recipe.seed + 1)
     with strategy.scope():
         model = FAMILIES[variant.family](
             **variant.model, seed=recipe.seed,
@@ -137,30 +169,53 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
         model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate))
         model.optimizer.build(model.trainable_variables)
 
+    checkpoint = EpochCheckpoint(workdir / BACKUP_DIR)
+    initial_epoch = checkpoint.restore(model)
+    if initial_epoch > recipe.epochs:
+        raise ValueError(f"{checkpoint.directory} holds {initial_epoch} epochs, more than "
+                         f"epochs={recipe.epochs}: pass epochs >= {initial_epoch}.")
+    if initial_epoch:
+        logging.info("Resuming %s after epoch %d of %d (optimizer step %d).", variant.name,
+                     initial_epoch, recipe.epochs, int(model.optimizer.iterations))
+    _forget_epochs_from(workdir, initial_epoch)
+
+    # Epoch e of the training stream depends only on (seed, e): a resumed run
+    # sees the batches an uninterrupted one sees. Validation replays one fixed
+    # draw of the test split at every epoch (dynamic binarization included).
+    train_data = data_lib.load(spec.source, spec.train_split, recipe.batch_size,
+                               binarize=spec.binarize, seed=recipe.seed, limit=limit,
+                               epochs=recipe.epochs, first_epoch=initial_epoch)
+    test_data = data_lib.load(spec.source, spec.test_split, recipe.batch_size,
+                              binarize=spec.binarize, seed=recipe.seed + 1, epochs=1)
     wall_time = WallTime(workdir / "wall_time.json")
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(workdir / "backup")),
         wall_time,
         keras.callbacks.CSVLogger(str(workdir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(workdir / "logs")),
         ImageSummaries(workdir / "logs", seed=recipe.seed),
         StopOnRepeatedSkips(),
         keras.callbacks.TerminateOnNaN(),
+        checkpoint,   # Last: an epoch is checkpointed only once it is logged.
     ]
-    model.fit(train_data, validation_data=test_data, epochs=recipe.epochs,
-              callbacks=callbacks, verbose=verbose)
+    if initial_epoch < recipe.epochs:
+        model.fit(train_data, validation_data=test_data, epochs=recipe.epochs,
+                  initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                  validation_steps=validation_steps, callbacks=callbacks, verbose=verbose)
     history = _read_history(workdir)
     metrics = {
         "variant": variant.name,
         "epochs": recipe.epochs,
+        "deterministic": bool(deterministic),
         "train_seconds_total": wall_time.total(),
-        "train_command": command or _equivalent_command(variant.name, data, recipe, limit),
+        "train_command": command or _equivalent_command(variant.name, data, recipe, limit,
+                                                        deterministic),
         "final_train_elbo": history["elbo"][-1] if history else None,
         "final_test_elbo": history["val_elbo"][-1] if history else None,
         "history": history,
     }
     save_variant(model, folder, variant, spec, recipe, metrics)
-    (workdir / DONE).write_text(json.dumps({"seconds": wall_time.total()}))
+    write_text_atomically(workdir / DONE, json.dumps({"seconds": wall_time.total()}))
+    checkpoint.delete()   # Only once DONE exists: a run killed before still resumes.
     return TrainResult(model, history, folder)
 
 
@@ -178,7 +233,7 @@ def save_variant(model, folder, variant, spec, recipe, metrics):
     zoo.write_checksums(folder)
 
 
-def _equivalent_command(name, data, recipe, limit):
+def _equivalent_command(name, data, recipe, limit, deterministic=False):
     """The `tfladder train` command line that reproduces a library call."""
     parts = ["tfladder", "train", name, f"--epochs {recipe.epochs}",
              f"--batch-size {recipe.batch_size}", f"--seed {recipe.seed}"]
@@ -186,7 +241,25 @@ def _equivalent_command(name, data, recipe, limit):
         parts.append(f"--data {data}")
     if limit:
         parts.append(f"--limit {limit}")
+    if deterministic:
+        parts.append("--deterministic")
     return " ".join(parts)
+
+
+def _forget_epochs_from(workdir, first_epoch):
+    """Drops the `history.csv` rows of epochs >= `first_epoch`, which a resumed
+    run trains (again), so that every epoch is logged once."""
+    path = pathlib.Path(workdir) / "history.csv"
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    if not lines:
+        return
+    header = lines[0]
+    kept = [header] + [line for line in lines[1:] if line and line != header
+                       and int(float(line.split(",")[0])) < first_epoch]
+    if len(kept) != len(lines):
+        write_text_atomically(path, "\n".join(kept) + "\n")
 
 
 def _read_history(workdir):

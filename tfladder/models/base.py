@@ -323,7 +323,11 @@ class HierarchicalModel(keras.Model):
         self._trackers["beta"].update_state(beta)
         for l in range(self.num_layers):
             self._trackers[f"kl_{l + 1}"].update_state(terms.kl_per_layer[:, l])
-        return {name: tracker.result() for name, tracker in self._trackers.items()}
+        results = {name: tracker.result() for name, tracker in self._trackers.items()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3 multi-worker fit cannot reduce scalar logs (keras-team/keras#20585).
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     def call(self, x, training=False):
         """Per-example ELBO terms as a dict of tensors (usable by `predict`)."""
