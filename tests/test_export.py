@@ -75,7 +75,7 @@ def trained_vae(tmp_path_factory):
 def images():
     """A few binarized held-out digits (the Bernoulli likelihood's support)."""
     grey = data.load_arrays("mnist_offline", "test", limit=NUM_IMAGES)
-    return evaluation.binarize_for_evaluation(grey, "dynamic")
+    return evaluation.binarize_for_evaluation(grey, "dynamic")[0]
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ def trained(tmp_path_factory):
 def test_images():
     """50 held-out digits, binarized like the variant's evaluation (Bernoulli data)."""
     images = data.load_arrays("mnist_offline", "test", limit=50)
-    return evaluation.binarize_for_evaluation(images, "dynamic")
+    return evaluation.binarize_for_evaluation(images, "dynamic")[0]
 
 
 @pytest.fixture

@@ -138,10 +138,10 @@ def evaluate(args):
     spec = modelcard.data_spec(name)
     source = _flag("data") or spec["source"]
     images = data.load_arrays(source, _flag("split"), limit=_flag("limit"))
-    images = evaluation.binarize_for_evaluation(images, spec.get("binarize"))
+    images, preprocessing = evaluation.binarize_for_evaluation(images, spec.get("binarize"))
     result = evaluation.evaluate(model, images, num_samples=num_samples,
                                  log=lambda m: logging.info(m))
-    result.update({"data": source, "split": _flag("split"),
+    result.update({"data": source, "split": _flag("split"), "preprocessing": preprocessing,
                    "command": "tfladder " + " ".join(sys.argv[1:])})
     print(json.dumps({k: v for k, v in result.items() if k != "active_unit_variance"},
                      indent=2))

@@ -84,15 +84,29 @@ def as_batches(dataset):
     return np.concatenate([batch.numpy() for batch in dataset])
 
 
+PREPROCESSING = {
+    "dynamic": "binarized by one fixed Bernoulli draw per pixel (seed {seed})",
+    "threshold": "binarized by thresholding at 0.5",
+    None: "grey levels scaled to [0, 1]",
+}
+
+
 def binarize_for_evaluation(images, mode, seed=0):
     """Applies a variant's binarization to a fixed evaluation set.
 
     `dynamic` draws one Bernoulli sample per pixel with a fixed seed (the
     usual protocol for dynamically binarized MNIST test sets).
+
+    Returns:
+      `(images, description)`: the evaluation images and how they were made.
     """
+    if mode not in PREPROCESSING:
+        raise ValueError(f"binarize must be one of {sorted(map(str, PREPROCESSING))}, "
+                         f"got {mode!r}.")
+    description = PREPROCESSING[mode].format(seed=seed)
     if mode == "dynamic":
         noise = tf.random.stateless_uniform(images.shape, [seed, 7]).numpy()
-        return (noise < images).astype(np.float32)
+        return (noise < images).astype(np.float32), description
     if mode == "threshold":
-        return (images > 0.5).astype(np.float32)
-    return images
+        return (images > 0.5).astype(np.float32), description
+    return images, description

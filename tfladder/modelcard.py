@@ -81,7 +81,11 @@ def card_markdown(config, metrics):
                          f"{_fmt(result['log_likelihood'])} ± "
                          f"{_fmt(result['log_likelihood_stderr'])} |")
     for split, result in sorted(metrics.get("evaluations", {}).items()):
-        lines += ["", f"### KL and active units per layer ({split}; `{result['command']}`)", "",
+        lines += ["", f"Evaluation on `{result.get('data')}` split `{split}`, "
+                  f"{result['num_images']} images, {result.get('preprocessing', '')}: "
+                  f"`{result['command']}`"]
+    for split, result in sorted(metrics.get("evaluations", {}).items()):
+        lines += ["", f"### KL and active units per layer ({split})", "",
                   "| layer | dim | KL (nats) | active units |", "| --- | --- | --- | --- |"]
         for l, (kl, au, dim) in enumerate(zip(result["kl_per_layer"], result["active_units"],
                                               result["latent_dims"])):
