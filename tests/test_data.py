@@ -359,3 +359,95 @@ def test_bad_arguments_are_named(kwargs, argument):
         data.load("mnist_offline", "train", **kwargs)
     if argument == "binarize":
         assert "'dynamic'" in str(error.value) and "'threshold'" in str(error.value)
+
+
+# Epoch streams: epoch e depends only on (seed, e), for resumable training.
+
+
+def _stream(source="mnist_offline", split="train", **kwargs):
+    options = dict(batch_size=100, binarize="dynamic", seed=3, limit=600, epochs=4)
+    return _epoch(data.load(source, split, **{**options, **kwargs}))
+
+
+def test_epoch_stream_resumes_with_the_same_batches():
+    full = _stream()
+    assert full.shape == (4 * 600, 28, 28, 1)
+    for first_epoch in (1, 3):
+        np.testing.assert_array_equal(_stream(first_epoch=first_epoch), full[first_epoch * 600:])
+    np.testing.assert_array_equal(_stream(epochs=2), full[:1200])  # Later epochs don't matter.
+    empty = data.load("mnist_offline", "train", 100, limit=600, epochs=4, first_epoch=4)
+    assert list(empty.as_numpy_iterator()) == []
+
+
+def test_epoch_stream_ignores_process_state():
+    dataset = data.load("mnist_offline", "train", 100, binarize="dynamic", seed=3, limit=600,
+                        epochs=2)
+    once = _epoch(dataset)
+    np.testing.assert_array_equal(_epoch(dataset), once)  # Iterating again replays it.
+    for global_seed in (0, 7):  # Neither the global seed nor earlier random ops matter.
+        tf.random.set_seed(global_seed)
+        tf.random.uniform([3])
+        np.testing.assert_array_equal(_stream(epochs=2), once)
+    assert not np.array_equal(_stream(epochs=2, seed=4), once)
+
+
+def test_epoch_stream_permutes_every_epoch_differently():
+    grey = data.load_arrays("mnist_offline", "train", limit=600)
+    epochs = _stream(binarize=None).reshape(4, 600, 28, 28, 1)
+    for epoch in epochs:
+        assert _image_set(epoch) == _image_set(grey)  # A permutation of the split.
+    assert not np.array_equal(epochs[0], grey)
+    assert not np.array_equal(epochs[0], epochs[1])
+    # Unshuffled splits (test) keep their order, every epoch.
+    test = _stream(split="test", binarize=None, limit=None, epochs=2).reshape(2, 1000, 28, 28, 1)
+    np.testing.assert_array_equal(test[0], data.load_arrays("mnist_offline", "test"))
+    np.testing.assert_array_equal(test[1], test[0])
+
+
+def test_epoch_stream_binarizes_every_epoch_afresh(grey_npz):
+    stream = _stream(grey_npz, batch_size=16, shuffle=False, limit=None, epochs=2)
+    first, second = stream[:64], stream[64:]
+    assert set(np.unique(stream)) == {0.0, 1.0}
+    assert not np.array_equal(first, second)
+    assert abs(stream[:, :4].mean() - 0.3) < 0.03 and abs(stream[:, 4:].mean() - 0.8) < 0.03
+
+
+def test_epoch_stream_batches_and_drop_remainder():
+    dataset = data.load("mnist_offline", "train", 256, limit=600, epochs=2)
+    assert [len(b) for b in dataset.as_numpy_iterator()] == [256, 256, 88] * 2
+    dataset = data.load("mnist_offline", "train", 256, limit=600, epochs=2, drop_remainder=True)
+    assert [len(b) for b in dataset.as_numpy_iterator()] == [256, 256] * 2
+
+
+def test_epoch_stream_of_a_tfds_source_resumes_exactly():
+    # No random access: stateless shuffles of blocks of `shuffle_buffer` images.
+    with tfds.testing.mock_data(num_examples=40):
+        def stream(**kwargs):
+            return _stream("mnist", shuffle_buffer=16, limit=None, batch_size=8, epochs=3,
+                           **kwargs)
+
+        full, resumed = stream(), stream(first_epoch=2)
+        grey = stream(binarize=None).reshape(3, 40, 28, 28, 1)
+        stored = data.load_arrays("mnist", "train")
+    assert full.shape == (120, 28, 28, 1)
+    np.testing.assert_array_equal(resumed, full[80:])
+    assert not np.array_equal(full[:40], full[40:80])
+    assert set(np.unique(full)) == {0.0, 1.0}
+    for epoch in grey:  # Every image once per epoch, in a new order.
+        assert _image_set(epoch) == _image_set(stored)
+    assert not np.array_equal(grey[0], grey[1]) and not np.array_equal(grey[0], stored)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": 2, "first_epoch": 3}, "first_epoch"),
+        ({"epochs": 2, "first_epoch": -1}, "first_epoch"),
+        ({"first_epoch": 1}, "first_epoch"),
+        ({"epochs": 2, "repeat": True}, "repeat"),
+    ],
+)
+def test_epoch_stream_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        data.load("mnist_offline", "train", 10, **kwargs)
