@@ -97,7 +97,8 @@ def export_saved_model(model, directory):
     """
     model.build()
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    # No `archive.track(model)`: the endpoints capture the variables they use,
+    # and tracking the model as well stores every variable twice.
     for name, (function, signature) in endpoint_functions(model).items():
         archive.add_endpoint(name=name, fn=function, input_signature=signature)
     archive.write_out(str(directory), verbose=False)

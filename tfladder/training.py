@@ -220,10 +220,15 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
 
 
 def save_variant(model, folder, variant, spec, recipe, metrics):
-    """Writes a zoo-style folder: config, weights, SavedModel, figures, card, checksums."""
+    """Writes a zoo-style folder: config, weights, SavedModel, figures, card, checksums.
+
+    The weights and the export come from an uncompiled copy of `model`, so the
+    artifacts hold the model's variables only (no optimizer state).
+    """
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     zoo.write_config(folder, model, variant, spec, recipe)
+    model = inference_copy(model)
     model.save_weights(str(folder / zoo.WEIGHTS))
     export_saved_model(model, folder / "saved_model")
     figures.save_png(figures.sample_grid(model, seed=recipe.seed), folder / "samples.png")
@@ -231,6 +236,14 @@ def save_variant(model, folder, variant, spec, recipe, metrics):
     (folder / zoo.METRICS).write_text(json.dumps(metrics, indent=2))
     modelcard.render(folder)
     zoo.write_checksums(folder)
+
+
+def inference_copy(model):
+    """An uncompiled model with `model`'s configuration and weights."""
+    copy = type(model).from_config(model.get_config())
+    copy.build()
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _equivalent_command(name, data, recipe, limit, deterministic=False):

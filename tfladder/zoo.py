@@ -117,15 +117,15 @@ VARIANTS = {v.name: v for v in [
         recipe=Recipe(epochs=300, batch_size=256, warmup_epochs=30)),
     Variant(
         name="vlae_mnist", family="vlae",
-        description="VLAE, 3 layers of 2-D latents; conv inference path (32-64 filters, "
+        description="VLAE, 3 layers of 2-D latents; conv inference path (32-32 filters, "
                     "28 -> 14 -> 7) and dense ladder connections, Bernoulli likelihood.",
-        model=dict(image_shape=(28, 28, 1), latent_dims=[2, 2, 2], hidden_units=512,
-                   conv_filters=[[32, 64], [], []], observation="bernoulli",
+        model=dict(image_shape=(28, 28, 1), latent_dims=[2, 2, 2], hidden_units=256,
+                   conv_filters=[[32, 32], [], []], observation="bernoulli",
                    # Without free bits the top (deepest) layer collapsed to KL ~ 0
                    # in a 20-epoch run; 1 nat per layer keeps every layer in use.
                    free_bits=1.0),
         data=DataSpec(MNIST, binarize="dynamic"),
-        recipe=Recipe(epochs=20, batch_size=100, warmup_epochs=5)),
+        recipe=Recipe(epochs=15, batch_size=100, warmup_epochs=5)),
     Variant(
         name="topdown_mnist", family="topdown",
         description="Top-down VAE with delta posteriors, 2 levels (16 latents at the "
