@@ -284,6 +284,10 @@ class HierarchicalModel(keras.Model):
         self.build()
         self.optimizer.build(self.trainable_variables)
 
+    def compile_from_config(self, config):
+        """Recompiles a model loaded from a `.keras` file (our `compile` is custom)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
     def train_step(self, data):
         """One guarded update (vdvae's habit).
 
