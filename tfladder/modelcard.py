@@ -77,7 +77,8 @@ def card_markdown(config, metrics):
         k = result.get("num_samples")
         lines.append(f"| {split} ELBO, {result['num_images']} images | {_fmt(result['elbo'])} |")
         if k:
-            lines.append(f"| {split} L_{k}, {result['num_images']} images | "
+            lines.append(f"| {split} L_{k}, {result['num_images']} images "
+                         f"(± standard error over images) | "
                          f"{_fmt(result['log_likelihood'])} ± "
                          f"{_fmt(result['log_likelihood_stderr'])} |")
     for split, result in sorted(metrics.get("evaluations", {}).items()):
