@@ -16,10 +16,14 @@ VARIANT is a zoo name (`tfladder list`) or the folder of a trained variant
 names the argument and what was expected, and exit with status 2.
 """
 import json
+import os
 import pathlib
 import sys
 
-from absl import app, flags, logging
+# Quiet TensorFlow's C++ start-up logging unless the user asked for it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "Data source: a tfladder.data name (e.g. mnist_offline, "
