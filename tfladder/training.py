@@ -165,9 +165,8 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
         model = FAMILIES[variant.family](
             **variant.model, seed=recipe.seed,
             kl_warmup_steps=int(round(recipe.warmup_epochs * steps_per_epoch)))
-        model.build()
+        # compile() also builds the model and the optimizer, so a checkpoint can load.
         model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate))
-        model.optimizer.build(model.trainable_variables)
 
     checkpoint = EpochCheckpoint(workdir / BACKUP_DIR)
     initial_epoch = checkpoint.restore(model)
