@@ -332,7 +332,8 @@ def test_record_evaluation_renders_the_card(copy_of, test_images):
 
     readme = (copy_of / "README.md").read_text()
     assert "# `vae_mnist` — vae" in readme
-    assert f"| test L_10, 50 images | {result['log_likelihood']:.2f} ± " in readme
+    assert (f"| test L_10, 50 images (± standard error over images) | "
+            f"{result['log_likelihood']:.2f} ± ") in readme
     assert f"| test ELBO, 50 images | {result['elbo']:.2f} |" in readme
     assert "| layer | dim | KL (nats) | active units |" in readme
     assert (f"| 1 | 64 | {result['kl_per_layer'][0]:.2f} | {result['active_units'][0]} |"
