@@ -47,3 +47,23 @@ def test_training_stops_after_repeated_skips():
     assert stopper.stopped_at == 2                    # third batch of the first epoch
     assert len(history["loss"]) == 1
     assert history["skipped_updates"][0] == 3.0
+
+
+def test_guard_under_a_one_device_mirrored_strategy():
+    """A distribution strategy (even with one replica) takes the zero-gradient path."""
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = small_model("vae")
+        model.compile(keras.optimizers.Adam(1e-3))
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    poisoned = _binary(8)
+    poisoned[0, 0, 0, 0] = np.nan
+    logs = model.fit(tf.data.Dataset.from_tensor_slices(poisoned).batch(8), epochs=1,
+                     verbose=0).history
+    assert logs["skipped_updates"] == [1.0]
+    # First step: zero gradients and zero Adam moments leave every weight as it was.
+    for old, new in zip(before, model.trainable_weights):
+        np.testing.assert_array_equal(old, new.numpy())
+    history = model.fit(tf.data.Dataset.from_tensor_slices(_binary(16)).batch(8), epochs=1,
+                        verbose=0).history
+    assert history["skipped_updates"] == [0.0] and np.isfinite(history["loss"][0])

@@ -454,14 +454,14 @@ def _all_replicas(flag):
 def _apply_if(condition, optimizer, grads, variables):
     """`optimizer.apply(grads, variables)` only if `condition` (equal on all replicas).
 
-    On one replica the update is skipped exactly (`tf.cond`). Under a
-    multi-replica strategy the optimizer's gradient aggregation is a
-    `merge_call`, which cannot sit inside a `tf.cond` in replica context; there
-    the update is applied with zero gradients instead, so no weight ever sees
-    a NaN, but Adam's moments decay for that step.
+    Under the default (no) strategy the update is skipped exactly (`tf.cond`).
+    Under a `tf.distribute` strategy, even with one replica, the optimizer
+    aggregates gradients with a `merge_call`, which cannot sit inside a
+    `tf.cond` in replica context; there the update is applied with zero
+    gradients instead, so no weight ever sees a NaN, but Adam's moments decay
+    for that step.
     """
-    replica = tf.distribute.get_replica_context()
-    if replica is None or replica.num_replicas_in_sync == 1:
+    if not tf.distribute.has_strategy():
         def apply():
             optimizer.apply(grads, variables)
             return tf.constant(True)
