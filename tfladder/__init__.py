@@ -5,7 +5,8 @@ Families: `VAE`, `HierarchicalVAE` (stacked), `LadderVAE` (Sonderby et al.
 (NVAE-style delta posteriors). Importing the package registers every layer
 and model for Keras serialization under the "tfladder" package.
 """
-from tfladder import distribute, gaussian, layers, models
+from tfladder import (callbacks, data, distribute, evaluation, export, figures, gaussian, layers,
+                      modelcard, models, training, zoo)
 from tfladder.models import (FAMILIES, VAE, HierarchicalModel, HierarchicalVAE, LadderVAE,
                              TopDownVAE, VariationalLadderAutoencoder)
 
