@@ -107,6 +107,9 @@ CASES = [
     Case("inference_rung_dense", lambda: InferenceRung(3, 8), (_rand(10, 2, 4, 4, 1),)),
     Case("inference_rung_conv", lambda: InferenceRung(3, 8, conv_filters=[4, 6], batch_norm=True),
          (_rand(11, 2, 8, 8, 1),)),
+    Case("inference_rung_pooled", lambda: InferenceRung(3, 8, conv_filters=[4],
+                                                        ladder_resolution=2),
+         (_rand(11, 2, 16, 16, 1),)),
     Case("generative_rung_top", lambda: GenerativeRung(3, 8), (_rand(12, 2, 3),)),
     Case("generative_rung_lower", lambda: GenerativeRung(3, 8, num_layers=1),
          ([_rand(13, 2, 2, 2, 4), _rand(14, 2, 3)],)),
@@ -797,6 +800,22 @@ def test_conv_inference_rung():
     assert isinstance(q, tfd.Normal)
     assert q.batch_shape == (2, 3)
     assert rung.compute_output_shape((None, 28, 28, 1)) == (None, 7, 7, 6)
+
+
+def test_pooled_ladder_connection_is_the_mean_of_each_block():
+    """ladder_resolution=r average-pools the conv features to r x r before the dense link."""
+    rung = InferenceRung(3, 8, conv_filters=[4], ladder_resolution=2)
+    x = _rand(104, 2, 16, 16, 1)
+    h, q = rung(x)
+    assert h.shape == (2, 8, 8, 4)                 # the path upward keeps full resolution
+    assert rung.ladder.dense_layers[0].kernel.shape == (2 * 2 * 4, 8)
+    pooled = np.asarray(h).reshape(2, 2, 4, 2, 4, 4).mean(axis=(2, 4)).reshape(2, -1)
+    expected = rung.posterior(rung.ladder(pooled))
+    np.testing.assert_allclose(q.loc, expected.loc, rtol=1e-5, atol=1e-6)
+    # A resolution at or above the map's size is a no-op.
+    assert InferenceRung(3, 8, conv_filters=[4], ladder_resolution=8)(x)[1].batch_shape == (2, 3)
+    with pytest.raises(ValueError, match="ladder_resolution"):
+        InferenceRung(3, 8, conv_filters=[4], ladder_resolution=0)
 
 
 def test_dense_generative_rung_top_and_lower():

@@ -29,10 +29,14 @@ class InferenceRung(keras.layers.Layer):
       num_layers: Depth of g_l when it is an MLP.
       activation, batch_norm: As in `MLP`.
       min_scale: Floor of the posterior standard deviation.
+      ladder_resolution: For a conv rung, average-pool its feature map to at
+        most this height/width before the dense ladder connection (None: use
+        the full map). Keeps the ladder's dense layer small on large images.
     """
 
     def __init__(self, latent_dim, units, conv_filters=(), num_layers=2,
-                 activation="leaky_relu", batch_norm=False, min_scale=1e-3, **kwargs):
+                 activation="leaky_relu", batch_norm=False, min_scale=1e-3,
+                 ladder_resolution=None, **kwargs):
         super().__init__(**kwargs)
         self.latent_dim = int(latent_dim)
         self.units = int(units)
@@ -41,6 +45,11 @@ class InferenceRung(keras.layers.Layer):
         self.activation = activation
         self.batch_norm = bool(batch_norm)
         self.min_scale = float(min_scale)
+        self.ladder_resolution = None if ladder_resolution is None else int(ladder_resolution)
+        if self.ladder_resolution is not None and self.ladder_resolution < 1:
+            raise ValueError(f"ladder_resolution must be a positive integer or None, "
+                             f"got {ladder_resolution}.")
+        self.pool = None
         if self.conv_filters:
             self.body = ConvStack(self.conv_filters, activation=activation, batch_norm=batch_norm)
         else:
@@ -56,7 +65,13 @@ class InferenceRung(keras.layers.Layer):
     def build(self, input_shape):
         body_shape = self._body_input_shape(input_shape)
         self.body.build(body_shape)
-        shape = self.flatten.compute_output_shape(self.body.compute_output_shape(body_shape))
+        features_shape = self.body.compute_output_shape(body_shape)
+        if self.conv_filters and self.ladder_resolution is not None:
+            pool_size = max(1, int(features_shape[1]) // self.ladder_resolution)
+            if pool_size > 1:
+                self.pool = keras.layers.AveragePooling2D(pool_size, name="ladder_pool")
+                features_shape = self.pool.compute_output_shape(features_shape)
+        shape = self.flatten.compute_output_shape(features_shape)
         self.ladder.build(shape)
         self.posterior.build((shape[0], self.units))
         self.built = True
@@ -68,14 +83,15 @@ class InferenceRung(keras.layers.Layer):
         if not self.conv_filters:
             h_below = self.flatten(h_below)
         h = self.body(h_below, training=training)
-        q = self.posterior(self.ladder(self.flatten(h), training=training))
+        features = h if self.pool is None else self.pool(h)
+        q = self.posterior(self.ladder(self.flatten(features), training=training))
         return h, q
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim, "units": self.units,
                 "conv_filters": self.conv_filters, "num_layers": self.num_layers,
                 "activation": self.activation, "batch_norm": self.batch_norm,
-                "min_scale": self.min_scale}
+                "min_scale": self.min_scale, "ladder_resolution": self.ladder_resolution}
 
 
 @register

@@ -296,7 +296,7 @@ class HierarchicalModel(keras.Model):
         loss or gradient is not finite on any replica is skipped everywhere and
         counted in `skipped_updates`.
         """
-        x = _unpack(data)
+        x = self.prepare_inputs(_unpack(data))
         beta = self.beta(self.optimizer.iterations)
         seed = self._step_seed(_TRAIN_SALT)
         global_count = _global_count(x)
@@ -313,7 +313,7 @@ class HierarchicalModel(keras.Model):
         return self._update_trackers(loss_sum, terms, beta)
 
     def test_step(self, data):
-        x = _unpack(data)
+        x = self.prepare_inputs(_unpack(data))
         loss_sum, terms = self._loss_terms(x, self._step_seed(_TEST_SALT), tf.constant(1.0),
                                        training=False)
         return self._update_trackers(loss_sum, terms, tf.constant(1.0))

@@ -35,6 +35,8 @@ class VariationalLadderAutoencoder(HierarchicalModel):
       generative_activation: Activation of the generative rungs (ReLU).
       batch_norm: Batch normalisation inside the rungs.
       min_scale: Floor of the posterior standard deviations.
+      ladder_resolution: Conv rungs average-pool their features to at most
+        this height/width before the dense ladder connection (None: no pooling).
 
     #### Examples
 
@@ -53,7 +55,7 @@ class VariationalLadderAutoencoder(HierarchicalModel):
 
     def __init__(self, image_shape, latent_dims, hidden_units=1024, conv_filters=None,
                  num_hidden_layers=2, activation="leaky_relu", generative_activation="relu",
-                 batch_norm=False, min_scale=1e-3, **kwargs):
+                 batch_norm=False, min_scale=1e-3, ladder_resolution=None, **kwargs):
         super().__init__(image_shape, latent_dims, **kwargs)
         self.hidden_units = per_layer("hidden_units", hidden_units, self.num_layers)
         if conv_filters is None:
@@ -71,13 +73,15 @@ class VariationalLadderAutoencoder(HierarchicalModel):
         self.generative_activation = generative_activation
         self.batch_norm = bool(batch_norm)
         self.min_scale = float(min_scale)
+        self.ladder_resolution = ladder_resolution
 
         self.inference_rungs, self.generative_rungs = [], []
         for l in range(self.num_layers):
             self.inference_rungs.append(InferenceRung(
                 self.latent_dims[l], self.hidden_units[l], conv_filters=self.conv_filters[l],
                 num_layers=self.num_hidden_layers, activation=activation,
-                batch_norm=self.batch_norm, min_scale=self.min_scale, name=f"inference_{l + 1}"))
+                batch_norm=self.batch_norm, min_scale=self.min_scale,
+                ladder_resolution=ladder_resolution, name=f"inference_{l + 1}"))
             self.generative_rungs.append(GenerativeRung(
                 self.latent_dims[l], self.hidden_units[l], num_layers=self.num_hidden_layers,
                 activation=generative_activation, batch_norm=self.batch_norm,
@@ -119,4 +123,5 @@ class VariationalLadderAutoencoder(HierarchicalModel):
                 "conv_filters": [list(f) for f in self.conv_filters],
                 "num_hidden_layers": self.num_hidden_layers, "activation": self.activation,
                 "generative_activation": self.generative_activation,
-                "batch_norm": self.batch_norm, "min_scale": self.min_scale}
+                "batch_norm": self.batch_norm, "min_scale": self.min_scale,
+                "ladder_resolution": self.ladder_resolution}
