@@ -79,6 +79,43 @@ def test_vlae_layers_reach_the_image_through_their_own_rungs():
         assert np.max(np.abs(model.generate(moved).mean() - base)) > 1e-4
 
 
+def test_vlae_progressive_schedule_fades_lower_layers_in_top_first():
+    """pro-VLAE: alpha_L = 1; alpha_l starts at (L - l) * progressive_steps, ramps over fade_in."""
+    model = small_model("vlae", progressive_steps=10, fade_in_steps=4)
+    alphas = lambda step: [float(a) for a in model.layer_alphas(step)]  # noqa: E731
+    assert alphas(0) == [0.0, 0.0, 1.0]
+    assert alphas(9) == [0.0, 0.0, 1.0]
+    assert alphas(10) == [0.0, 0.25, 1.0]
+    assert alphas(13) == [0.0, 1.0, 1.0]
+    assert alphas(21) == [0.5, 1.0, 1.0]
+    assert alphas(1000) == [1.0, 1.0, 1.0]
+    assert small_model("vlae").layer_alphas(0)[0] == 1.0     # off: every layer in
+    config = model.get_config()
+    assert (config["progressive_steps"], config["fade_in_steps"]) == (10, 4)
+    with pytest.raises(ValueError, match="progressive_steps"):
+        small_model("vlae", progressive_steps=-1)
+
+
+def test_vlae_progressive_training_cuts_faded_out_layers_from_the_decoder(x):
+    """At step 0 only the top layer reaches the image; a copy without optimizer uses all."""
+    model = small_model("vlae", progressive_steps=100, fade_in_steps=10)
+    model.compile(keras.optimizers.Adam(1e-3))
+    model.fit(x, epochs=1, batch_size=6, verbose=0)          # step 1 < 100
+    noise = model.prior_noise(2, tf.constant([1, 1]))
+    base = model.generate(noise).mean()
+    for l, reaches in enumerate([False, False, True]):
+        moved = list(noise)
+        moved[l] = noise[l] + 3.0
+        changed = np.max(np.abs(model.generate(moved).mean() - base)) > 1e-4
+        assert changed == reaches, f"layer {l + 1}"
+    copy = type(model).from_config(model.get_config())
+    copy.build()
+    copy.set_weights(model.get_weights())
+    moved = list(noise)
+    moved[0] = noise[0] + 3.0
+    assert np.max(np.abs(copy.generate(moved).mean() - copy.generate(noise).mean())) > 1e-4
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_keras_file_round_trip_is_exact(family, x, tmp_path):
     model = small_model(family)

@@ -93,7 +93,7 @@ class HierarchicalModel(keras.Model):
         self.image_shape = _check_image_shape(image_shape)
         self.latent_dims = _check_latent_dims(latent_dims)
         self.observation_spec = observation if isinstance(observation, str) else dict(observation)
-        self.kl_warmup_steps = _check_non_negative_int("kl_warmup_steps", kl_warmup_steps)
+        self.kl_warmup_steps = check_non_negative_int("kl_warmup_steps", kl_warmup_steps)
         if not free_bits >= 0:
             raise ValueError(f"free_bits must be >= 0 nats, got {free_bits!r}.")
         self.free_bits = float(free_bits)
@@ -486,7 +486,7 @@ def _check_positive_int(name, value):
     return int(value)
 
 
-def _check_non_negative_int(name, value):
+def check_non_negative_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
     return int(value)

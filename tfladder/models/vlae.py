@@ -11,6 +11,17 @@ The hierarchy lives in the network: z_1 is reached through the shallowest
 path (low-level features such as stroke width or colour), z_L through the
 deepest (digit identity, face identity). Section 4 of the paper; the
 MNIST configuration has 3 layers of 2-D latents, SVHN and CelebA 4 layers.
+
+Optional progressive training (pro-VLAE; Li et al., ICLR 2020, sec. 3): the
+top layer trains alone first and lower layers fade in one after another,
+
+```none
+alpha_l(t) = clip((t - (L - l) * progressive_steps) / fade_in_steps, 0, 1),  alpha_L = 1,
+decoder input z_l -> alpha_l(t) * z_l,
+```
+
+so that the deepest path claims the factors that explain most of the data
+(identity) before the shallow paths can.
 """
 import tensorflow as tf
 
@@ -18,7 +29,8 @@ from tfladder import gaussian
 from tfladder.layers.blocks import ImageDecoder
 from tfladder.layers.ladder import GenerativeRung, InferenceRung
 from tfladder.models.base import (HierarchicalModel, InferencePass, LayerTerms, check_noise,
-                                  draw, layer_seeds, per_layer, standard_normal)
+                                  check_non_negative_int, draw, layer_seeds, per_layer,
+                                  standard_normal)
 from tfladder.serialization import register
 
 
@@ -37,6 +49,9 @@ class VariationalLadderAutoencoder(HierarchicalModel):
       min_scale: Floor of the posterior standard deviations.
       ladder_resolution: Conv rungs average-pool their features to at most
         this height/width before the dense ladder connection (None: no pooling).
+      progressive_steps: Optimizer steps each layer trains before the next
+        lower one starts fading in (0: every layer from the start).
+      fade_in_steps: Steps over which a layer's alpha rises from 0 to 1.
 
     #### Examples
 
@@ -55,7 +70,8 @@ class VariationalLadderAutoencoder(HierarchicalModel):
 
     def __init__(self, image_shape, latent_dims, hidden_units=1024, conv_filters=None,
                  num_hidden_layers=2, activation="leaky_relu", generative_activation="relu",
-                 batch_norm=False, min_scale=1e-3, ladder_resolution=None, **kwargs):
+                 batch_norm=False, min_scale=1e-3, ladder_resolution=None,
+                 progressive_steps=0, fade_in_steps=0, **kwargs):
         super().__init__(image_shape, latent_dims, **kwargs)
         self.hidden_units = per_layer("hidden_units", hidden_units, self.num_layers)
         if conv_filters is None:
@@ -74,6 +90,8 @@ class VariationalLadderAutoencoder(HierarchicalModel):
         self.batch_norm = bool(batch_norm)
         self.min_scale = float(min_scale)
         self.ladder_resolution = ladder_resolution
+        self.progressive_steps = check_non_negative_int("progressive_steps", progressive_steps)
+        self.fade_in_steps = check_non_negative_int("fade_in_steps", fade_in_steps)
 
         self.inference_rungs, self.generative_rungs = [], []
         for l in range(self.num_layers):
@@ -105,9 +123,37 @@ class VariationalLadderAutoencoder(HierarchicalModel):
         latents = [layer.z for layer in layers]
         return InferencePass(layers=layers, likelihood=self.decode(latents, training=training))
 
+    def layer_alphas(self, step):
+        """Progressive-training weights alpha_l(step), bottom -> top (module docstring).
+
+        All ones when progressive training is off.
+        """
+        step = tf.cast(step, tf.float32)
+        alphas = []
+        for l in range(self.num_layers):
+            start = float((self.num_layers - 1 - l) * self.progressive_steps)
+            if start == 0.0:
+                alphas.append(tf.constant(1.0))
+            else:
+                ramp = (step - start + 1.0) / float(max(self.fade_in_steps, 1))
+                alphas.append(tf.clip_by_value(ramp, 0.0, 1.0))
+        return alphas
+
+    def _current_alphas(self):
+        """alpha_l at the optimizer's step; None once every layer is in (or untrained copy)."""
+        if self.progressive_steps == 0 or getattr(self, "optimizer", None) is None:
+            return None
+        return self.layer_alphas(self.optimizer.iterations)
+
     def decode(self, z, training=False):
-        """z~_L = f_L(z_L), z~_l = u_l([z~_{l+1}; v_l(z_l)]), x ~ r(x; f_0(z~_1))."""
+        """z~_L = f_L(z_L), z~_l = u_l([z~_{l+1}; v_l(z_l)]), x ~ r(x; f_0(z~_1)).
+
+        During progressive training each z_l is scaled by alpha_l first.
+        """
         check_noise(z, self.latent_dims)
+        alphas = self._current_alphas()
+        if alphas is not None:
+            z = [alpha * z_l for alpha, z_l in zip(alphas, z)]
         h = None
         for l in reversed(range(self.num_layers)):
             rung_input = z[l] if h is None else [h, z[l]]
@@ -124,4 +170,5 @@ class VariationalLadderAutoencoder(HierarchicalModel):
                 "num_hidden_layers": self.num_hidden_layers, "activation": self.activation,
                 "generative_activation": self.generative_activation,
                 "batch_norm": self.batch_norm, "min_scale": self.min_scale,
-                "ladder_resolution": self.ladder_resolution}
+                "ladder_resolution": self.ladder_resolution,
+                "progressive_steps": self.progressive_steps, "fade_in_steps": self.fade_in_steps}
