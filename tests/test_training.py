@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tfladder
-from tfladder import data
+from tfladder import data, training
 from tests.helpers import small_model
 
 EPOCHS = 5
@@ -44,3 +44,16 @@ def test_family_learns_mnist_digits(family, digits):
     if family != "hvae":   # analytic KLs are non-negative per example
         assert np.all(kl >= -1e-4)
     assert history["elbo"][-1] > history["elbo"][0]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(epochs=-1), "epochs must be a positive integer, got -1"),
+    (dict(batch_size=0), "batch_size must be a positive integer, got 0"),
+    (dict(seed=-1), r"seed must be an integer in \[0, 2\*\*32\), got -1"),
+    (dict(data="mnsit"), "Unknown data source 'mnsit'"),
+])
+def test_bad_arguments_raise_before_anything_is_written(tmp_path, kwargs, match):
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError, match=match):
+        training.train("vae_mnist", workdir, **kwargs)
+    assert not workdir.exists()

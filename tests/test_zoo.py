@@ -202,6 +202,41 @@ def test_card_reports_training_metrics(trained):
     assert "card" in card
 
 
+def test_card_records_versions_and_determinism(trained):
+    _, folder = trained
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["deterministic"] is False          # trained without deterministic=True
+    readme = (folder / "README.md").read_text()
+    versions = zoo.versions()
+    line = next(line for line in readme.splitlines() if line.startswith("- Versions:"))
+    assert f"tensorflow {versions['tensorflow']}" in line
+    assert f"keras {versions['keras']}" in line
+    assert f"tensorflow-probability {versions['tensorflow_probability']}" in line
+    assert "- Op determinism: off" in readme
+
+
+_CARD_CONFIG = {
+    "variant": "vae_mnist", "family": "vae",
+    "model_config": {"latent_dims": [8], "observation": "bernoulli"},
+    "versions": {"tensorflow": "2.21.0", "keras": "3.15.1", "tensorflow_probability": "0.25.0"},
+}
+
+
+@pytest.mark.parametrize("deterministic, shown", [
+    (True, "on (`--deterministic`: `tf.config.experimental.enable_op_determinism()`)"),
+    (False, "off"),
+    (None, "not recorded"),
+])
+def test_card_shows_the_determinism_switch_and_versions(deterministic, shown):
+    metrics = {} if deterministic is None else {"deterministic": deterministic}
+    card = modelcard.card_markdown(_CARD_CONFIG, metrics)
+    assert f"- Op determinism: {shown}" in card
+    assert ("- Versions: tensorflow 2.21.0, keras 3.15.1, tensorflow-probability 0.25.0."
+            in card)
+    unversioned = modelcard.card_markdown({**_CARD_CONFIG, "versions": {}}, metrics)
+    assert "- Versions: not recorded." in unversioned
+
+
 # ----------------------------------------------------------------- tampering
 def _flip_weights_byte(folder):
     path = folder / "model.weights.h5"

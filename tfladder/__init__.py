@@ -3,12 +3,14 @@
 Families: `VAE`, `HierarchicalVAE` (stacked), `LadderVAE` (Sonderby et al.
 2016), `VariationalLadderAutoencoder` (Zhao et al. 2017) and `TopDownVAE`
 (NVAE-style delta posteriors). Importing the package registers every layer
-and model for Keras serialization under the "tfladder" package.
+and model for Keras serialization under the "tfladder" package;
+`tfladder.load_keras(path)` loads a `.keras` file in Keras safe mode.
 """
 from tfladder import (callbacks, data, distribute, evaluation, export, figures, gaussian, layers,
                       modelcard, models, training, zoo)
 from tfladder.models import (FAMILIES, VAE, HierarchicalModel, HierarchicalVAE, LadderVAE,
                              TopDownVAE, VariationalLadderAutoencoder)
+from tfladder.serialization import load_keras
 
 __version__ = "0.1.0"
 

@@ -12,12 +12,16 @@ tfladder card VARIANT
 ```
 
 VARIANT is a zoo name (`tfladder list`) or the folder of a trained variant
-(`WORKDIR/model` after `tfladder train`). Bad arguments print one line that
-names the argument and what was expected, and exit with status 2.
+(`WORKDIR/model` after `tfladder train`). Bad arguments (flags, names,
+data files, a tampered variant folder) print one line that names the argument
+and what was expected, and exit with status 2, before anything is written;
+file-system failures (permissions, a full disk) and an unloadable checkpoint
+print one line and exit with status 1.
 """
 import json
 import os
 import pathlib
+import re
 import sys
 
 # Quiet TensorFlow's C++ start-up logging unless the user asked for it.
@@ -72,10 +76,36 @@ def _positive(name, value):
     return value
 
 
-def _required_out():
+def _seed(default):
+    """--seed, or `default` when it is not given."""
+    seed = _flag("seed")
+    if seed is not None and not 0 <= seed < 2**31:
+        raise UsageError(f"--seed must be an integer in [0, 2**31), got {seed}.")
+    return default if seed is None else seed
+
+
+def _creatable(flag, path):
+    """Refuses a path that could never be created: one below an existing file."""
+    for parent in pathlib.Path(path).absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"--{flag} {path} lies inside {parent}, which is a file, "
+                                 "not a folder.")
+            return
+
+
+def _required_out(folder=False):
+    """--out, checked before any work: a PNG file, or the export folder if `folder`."""
     if not _flag("out"):
-        raise UsageError("--out is required: the file or folder to write.")
-    return pathlib.Path(_flag("out"))
+        raise UsageError("--out is required: the "
+                         + ("folder" if folder else "PNG file") + " to write.")
+    out = pathlib.Path(_flag("out"))
+    _creatable("out", out)
+    if folder and out.is_file():
+        raise UsageError(f"--out must be a folder for the SavedModel, but {out} is a file.")
+    if not folder and out.is_dir():
+        raise UsageError(f"--out must be a PNG file path, but {out} is a folder.")
+    return out
 
 
 def _one_variant(args):
@@ -111,20 +141,23 @@ def train(args):
     name = _one_variant(args)
     for flag in ("epochs", "batch-size", "limit"):
         _positive(flag, _flag(flag))
+    seed = _seed(None)
     workdir = _flag("workdir") or f"runs/{pathlib.Path(name).name}"
-    if _flag("cpu-devices"):
+    if pathlib.Path(workdir).is_file():
+        raise UsageError(f"--workdir must be a folder, but {workdir} is a file.")
+    _creatable("workdir", workdir)
+    if _flag("cpu-devices") is not None:
         distribute.split_cpu(_positive("cpu-devices", _flag("cpu-devices")))
     strategy = distribute.get_strategy(_flag("strategy"), _flag("devices"))
     from tfladder.callbacks import CheckpointError
     try:
         result = training.train(name, workdir, data=_flag("data"), epochs=_flag("epochs"),
                                 strategy=strategy,
-                                batch_size=_flag("batch-size"), seed=_flag("seed"),
+                                batch_size=_flag("batch-size"), seed=seed,
                                 limit=_flag("limit"), deterministic=_flag("deterministic"),
                                 command="tfladder " + " ".join(sys.argv[1:]))
     except CheckpointError as error:   # Not a usage error: the workdir needs attention.
-        print(f"tfladder train: error: {error}", file=sys.stderr)
-        sys.exit(1)
+        _fail(error, command="train", status=1)
     print(f"Trained variant written to {result.folder} "
           f"(load it with tfladder.zoo.load({str(result.folder)!r})).")
 
@@ -142,6 +175,9 @@ def evaluate(args):
     spec = modelcard.data_spec(name)
     source = _flag("data") or spec["source"]
     images = data.load_arrays(source, _flag("split"), limit=_flag("limit"))
+    if tuple(images.shape[1:]) != tuple(model.image_shape):
+        raise UsageError(f"--data {source} has images of shape {tuple(images.shape[1:])}, but "
+                         f"the model expects {tuple(model.image_shape)}.")
     images, preprocessing = evaluation.binarize_for_evaluation(images, spec.get("binarize"))
     result = evaluation.evaluate(model, images, num_samples=num_samples,
                                  log=lambda m: logging.info(m))
@@ -158,12 +194,14 @@ def sample(args):
     """Writes a grid of ancestral samples as a PNG."""
     import math
     from tfladder import figures, zoo
-    model = zoo.load(_one_variant(args))
+    name = _one_variant(args)
     count = _positive("num", _flag("num"))
+    seed = _seed(0)
+    out = _required_out()
+    model = zoo.load(name)
     cols = int(math.ceil(math.sqrt(count)))
     rows = int(math.ceil(count / cols))
-    images = model.sample(rows * cols, seed=_flag("seed") or 0).numpy()
-    out = _required_out()
+    images = model.sample(rows * cols, seed=seed).numpy()
     figures.save_png(figures.image_grid(images, rows, cols), out)
     print(f"Wrote {rows * cols} samples to {out}.")
 
@@ -172,9 +210,11 @@ def sample(args):
 def traverse(args):
     """Writes layer-wise traversals (one block per latent layer, top first) as a PNG."""
     from tfladder import figures, zoo
-    model = zoo.load(_one_variant(args))
+    name = _one_variant(args)
+    seed = _seed(0)
     out = _required_out()
-    figures.save_png(figures.traversal_figure(model, seed=_flag("seed") or 0), out)
+    model = zoo.load(name)
+    figures.save_png(figures.traversal_figure(model, seed=seed), out)
     print(f"Wrote traversals of {len(model.latent_dims)} layers (top layer first) to {out}.")
 
 
@@ -183,8 +223,9 @@ def export(args):
     """Exports a SavedModel with encode / decode / generate / sample / elbo endpoints."""
     from tfladder import zoo
     from tfladder.export import export_saved_model
-    model = zoo.load(_one_variant(args))
-    out = _required_out()
+    name = _one_variant(args)
+    out = _required_out(folder=True)
+    model = zoo.load(name)
     export_saved_model(model, out)
     print(f"Exported SavedModel to {out}.")
 
@@ -196,9 +237,12 @@ def card(args):
     print(zoo.card(_one_variant(args))["card"])
 
 
-def _fail(message):
-    print(f"tfladder: error: {message}", file=sys.stderr)
-    sys.exit(2)
+def _fail(message, command=None, status=2):
+    """Prints `message` as one line on stderr and exits with `status`."""
+    prefix = f"tfladder {command}" if command else "tfladder"
+    one_line = " ".join(str(message).splitlines())
+    print(f"{prefix}: error: {one_line}", file=sys.stderr)
+    sys.exit(status)
 
 
 def _parse_flags(argv):
@@ -206,7 +250,13 @@ def _parse_flags(argv):
     try:
         return FLAGS(argv)
     except flags.Error as error:
-        _fail(error)
+        command = argv[1] if len(argv) > 1 and argv[1] in COMMANDS else None
+        message = str(error)
+        # "flag --epochs=abc: invalid literal for int() ...": add what was expected.
+        bad_flag = re.match(r"flag --([\w-]+)=", message)
+        if bad_flag and bad_flag.group(1) in FLAGS:
+            message += f"; expected {FLAGS[bad_flag.group(1)].parser.syntactic_help}"
+        _fail(message, command=command)
 
 
 def main(argv):
@@ -217,8 +267,9 @@ def main(argv):
     try:
         COMMANDS[args[0]](args[1:])
     except (UsageError, ValueError, FileNotFoundError) as error:
-        print(f"tfladder {args[0]}: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _fail(error, command=args[0])
+    except OSError as error:   # Not the arguments: the file system (permissions, full disk).
+        _fail(error, command=args[0], status=1)
 
 
 def run():

@@ -83,10 +83,13 @@ x_test = data.load_arrays("/path/to/binarized_mnist.npz", "test")  # [10000, 28,
 ```
 """
 
+import contextlib
 import dataclasses
 import difflib
 import functools
 import os
+import zipfile
+import zlib
 from collections.abc import Callable, Collection, Mapping
 from typing import NamedTuple, Protocol
 
@@ -319,15 +322,19 @@ class NpzSource:
         return _array_images(array[:limit], white_level)
 
     def _splits(self) -> list[str]:
-        with np.load(self.path, allow_pickle=False) as archive:
-            splits = [key.removeprefix("x_") for key in archive.files if key.startswith("x_")]
+        with _open_npz(self.path) as archive:
+            keys = list(archive.files)
+        splits = [key.removeprefix("x_") for key in keys if key.startswith("x_")]
         if not splits:
-            raise ValueError(f"{self.path} holds no image array: expected keys named 'x_<split>'.")
+            raise ValueError(
+                f"{self.path} holds no image array: expected keys named 'x_<split>', "
+                f"found keys {keys}."
+            )
         return splits
 
     def _pixels(self, split: str) -> tuple[np.ndarray, int]:
         """The validated array of `split` (read alone from the archive) and its white level."""
-        with np.load(self.path, allow_pickle=False) as archive:
+        with _open_npz(self.path) as archive:
             splits = [key.removeprefix("x_") for key in archive.files if key.startswith("x_")]
             match = _match_split(split, splits)
             if match is None:
@@ -336,8 +343,54 @@ class NpzSource:
                     f"found keys {archive.files}."
                 )
             key = f"x_{match}"
-            array = archive[key]
+            try:
+                array = archive[key]
+            except ValueError as error:  # Object arrays need pickle, which is never used.
+                raise ValueError(
+                    f"{self.path}[{key!r}] cannot be read as a numeric image array ({error})."
+                ) from error
+            except _NPZ_READ_ERRORS as error:
+                raise _unreadable_npz(self.path, error) from error
         return array, _white_level(array, f"{self.path}[{key!r}]")
+
+
+# What numpy and zipfile raise for a truncated, corrupt or non-zip `.npz` file.
+_NPZ_READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def _unreadable_npz(path: str, error: Exception) -> ValueError:
+    return ValueError(
+        f"{path} is not a readable .npz archive ({type(error).__name__}: {error}); expected "
+        "numeric arrays saved with numpy.savez under keys named 'x_<split>'. Pickled data "
+        "is never loaded."
+    )
+
+
+@contextlib.contextmanager
+def _open_npz(path: str):
+    """The open `.npz` archive at `path`, never unpickling anything.
+
+    Raises:
+      ValueError: naming `path`, if it is not a zip archive of `.npy` arrays
+        (a pickle, a single `.npy` array, a truncated or corrupt file).
+    """
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except ValueError as error:  # Neither zip nor .npy: numpy would have to unpickle it.
+        raise ValueError(
+            f"{path} is not an .npz archive (not a zip file; reading it would take unpickling, "
+            "which is never done): expected numeric arrays saved with numpy.savez under keys "
+            "named 'x_<split>'."
+        ) from error
+    except _NPZ_READ_ERRORS as error:
+        raise _unreadable_npz(path, error) from error
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(
+            f"{path} holds a single array (.npy), not an .npz archive: expected arrays saved "
+            "with numpy.savez under keys named 'x_<split>'."
+        )
+    with archive:
+        yield archive
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Model cards: `metrics.json` (machine-readable) rendered into `README.md`.
 
 A card states what trained the model (data file, split, preprocessing,
-recipe, seed, epochs, wall time, library versions), what it measures
+recipe, seed, epochs, wall time, the versions of tensorflow, keras and
+tensorflow-probability, whether op determinism was on), what it measures
 (train / test ELBO, L_K, KL and active units per layer) and the exact
 commands that produced every number. Cards are rendered from data, never
 edited by hand.
@@ -39,6 +40,24 @@ def render(folder):
     (folder / "README.md").write_text(card_markdown(config, metrics))
 
 
+def _versions(versions):
+    """`{"tensorflow_probability": "0.25.0", ...}` as pip names: "tensorflow-probability 0.25.0"."""
+    if not versions:
+        return "not recorded"
+    return ", ".join(f"{name.replace('_', '-')} {version}" for name, version in versions.items())
+
+
+def _determinism(deterministic):
+    if deterministic is None:
+        return "not recorded"
+    if deterministic:
+        return ("on (`--deterministic`: `tf.config.experimental.enable_op_determinism()`); "
+                "the same command and seed give bit-identical weights on the same machine "
+                "and versions")
+    return ("off (no `--deterministic`); reruns with the same seed may differ in the last "
+            "bits")
+
+
 def _fmt(value, digits=2):
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -63,7 +82,8 @@ def card_markdown(config, metrics):
         "(summed over resumed sessions).",
         f"- Latent layers (bottom → top): {model['latent_dims']}; observation: "
         f"`{model['observation']}`.",
-        f"- Versions: {', '.join(f'{k} {v}' for k, v in config.get('versions', {}).items())}.",
+        f"- Versions: {_versions(config.get('versions'))}.",
+        f"- Op determinism: {_determinism(metrics.get('deterministic'))}.",
         f"- Command: `{metrics.get('train_command', 'tfladder train ' + name)}`",
         "",
         "## Results (nats per image)",

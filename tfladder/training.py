@@ -142,8 +142,8 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
     if (workdir / DONE).exists():
         logging.info("%s is complete; loading it instead of training again.", folder)
         return TrainResult(zoo.load(folder), _read_history(workdir), folder)
-    workdir.mkdir(parents=True, exist_ok=True)
 
+    # Everything about the data is checked before anything is written.
     image_shape = data_lib.image_shape(spec.source)
     if tuple(image_shape) != tuple(variant.model["image_shape"]):
         raise ValueError(f"data {spec.source!r} has images of shape {image_shape}, but variant "
@@ -157,6 +157,7 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
     steps_per_epoch = math.ceil(num_train / recipe.batch_size)
     validation_steps = math.ceil(data_lib.num_examples(spec.source, spec.test_split)
                                  / recipe.batch_size)
+    workdir.mkdir(parents=True, exist_ok=True)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(recipe.seed)
@@ -292,3 +293,6 @@ def _check_recipe(recipe):
         value = getattr(recipe, name)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    seed = recipe.seed
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}.")
