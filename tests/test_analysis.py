@@ -1,0 +1,175 @@
+"""tfladder.analysis: Gibbs chains and per-layer resampling on tiny untrained models."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.helpers import IMAGE_SHAPE, small_model
+from tfladder import analysis
+
+NUM_CLASSES = 3
+
+
+@pytest.fixture(scope="module")
+def hvae():
+    return small_model("hvae")        # latent_dims [8, 4]
+
+
+@pytest.fixture(scope="module")
+def vlae():
+    return small_model("vlae")        # latent_dims [2, 2, 2]
+
+
+@pytest.fixture(scope="module")
+def x():
+    rng = np.random.RandomState(0)
+    return (rng.rand(4, *IMAGE_SHAPE) < 0.3).astype(np.float32)
+
+
+def projection_classifier(reference):
+    """A deterministic 'classifier' that sees small changes: the class of an image is
+    the argmax of three fixed random projections of (image - reference), one-hot."""
+    projections = np.random.RandomState(1).randn(int(np.prod(IMAGE_SHAPE)), NUM_CLASSES)
+
+    def classify(images):
+        flat = (np.asarray(images, np.float64) - reference).reshape(len(images), -1)
+        return np.eye(NUM_CLASSES)[np.argmax(flat @ projections, -1)]
+
+    return classify
+
+
+def constant_classifier(images):
+    return np.tile([[0.2, 0.5, 0.3]], (len(images), 1))
+
+
+def test_resample_layer_shapes(vlae):
+    resamples = analysis.resample_layer(vlae, 1, num_images=3, num_resamples=5, seed=0)
+    assert resamples.base.shape == (3,) + IMAGE_SHAPE
+    assert resamples.resampled.shape == (3, 5) + IMAGE_SHAPE
+    assert np.all((resamples.resampled >= 0) & (resamples.resampled <= 1))
+
+
+@pytest.mark.parametrize("family", ["hvae", "vlae"])
+def test_holding_all_noise_fixed_gives_zero_variation(family, request):
+    model = request.getfixturevalue(family)
+    fixed = analysis.resample_layers(model, [], num_images=3, num_resamples=4, seed=0)
+    np.testing.assert_allclose(fixed.resampled, np.repeat(fixed.base[:, None], 4, axis=1),
+                               atol=1e-6)
+    assert analysis.pixel_variance(fixed) < 1e-12
+    # ... while redrawing any layer the generator uses moves the images.
+    assert np.all(analysis.per_layer_variation(model, 3, 4, seed=0) > 1e-10)
+
+
+def test_base_images_are_the_generated_means(vlae):
+    resamples = analysis.resample_layer(vlae, 0, num_images=3, num_resamples=2, seed=7)
+    root = analysis._stateless_seed(7)
+    noise = vlae.prior_noise(3, tf.random.experimental.stateless_fold_in(root, 0))
+    np.testing.assert_allclose(resamples.base, vlae.generate(noise).mean().numpy(), atol=1e-6)
+
+
+def test_a_layer_the_generator_ignores_has_zero_variation():
+    # VLAE: z~_2 = u_2([z~_3; v_2(z_2)]); a zero first kernel in v_2 cuts z_2 off.
+    vlae = small_model("vlae")
+    vlae.build()
+    kernel = vlae.generative_rungs[1].v.dense_layers[0].kernel
+    kernel.assign(np.zeros(kernel.shape, np.float32))
+    variation = analysis.per_layer_variation(vlae, num_images=3, num_resamples=4, seed=0)
+    assert variation[1] < 1e-12
+    assert variation[0] > 1e-10 and variation[2] > 1e-10
+    # HVAE: p(z_1 | z_2) through prior_mlp_1; a zero first kernel cuts the top layer off.
+    hvae = small_model("hvae")
+    hvae.build()
+    kernel = hvae.prior_mlps[0].dense_layers[0].kernel
+    kernel.assign(np.zeros(kernel.shape, np.float32))
+    variation = analysis.per_layer_variation(hvae, num_images=3, num_resamples=4, seed=0)
+    assert variation[1] < 1e-12 and variation[0] > 1e-10
+
+
+def test_resampling_is_deterministic_under_a_seed(hvae):
+    first = analysis.resample_layer(hvae, 1, 2, 3, seed=5)
+    again = analysis.resample_layer(hvae, 1, 2, 3, seed=5)
+    other = analysis.resample_layer(hvae, 1, 2, 3, seed=6)
+    np.testing.assert_array_equal(first.resampled, again.resampled)
+    assert not np.allclose(first.resampled, other.resampled)
+
+
+def test_bad_layer_and_counts_are_refused(hvae):
+    with pytest.raises(ValueError, match=r"layer must be .*\[0, 1\]"):
+        analysis.resample_layer(hvae, 2, 2, 2)
+    with pytest.raises(ValueError, match="num_resamples"):
+        analysis.resample_layer(hvae, 0, 2, 0)
+
+
+@pytest.mark.parametrize("family", ["hvae", "vlae"])
+def test_gibbs_chain_stays_in_support_and_is_seeded(family, request, x):
+    model = request.getfixturevalue(family)
+    chain = analysis.gibbs_chain(model, x, num_steps=3, seed=1)
+    assert chain.samples.shape == (3,) + x.shape and chain.means.shape == (3,) + x.shape
+    assert set(np.unique(chain.samples)) <= {0.0, 1.0}            # Bernoulli support
+    assert np.all((chain.means >= 0) & (chain.means <= 1))
+    model.prepare_inputs(chain.samples[-1])                          # a valid model input
+    np.testing.assert_array_equal(chain.samples,
+                                  analysis.gibbs_chain(model, x, 3, seed=1).samples)
+    assert not np.array_equal(chain.samples, analysis.gibbs_chain(model, x, 3, seed=2).samples)
+
+
+def test_gibbs_chain_of_a_markov_model_reads_only_the_bottom_layer(x):
+    """Cutting the top layer out of p(z_1 | z_2) leaves the chain unchanged, since
+    x ~ p(x | z_1) and z_1 ~ q(z_1 | x) do not involve z_2."""
+    model = small_model("hvae")
+    model.build()
+    before = analysis.gibbs_chain(model, x, 2, seed=3)
+    for variable in model.prior_mlps[0].trainable_variables:
+        variable.assign(np.zeros(variable.shape, np.float32))
+    after = analysis.gibbs_chain(model, x, 2, seed=3)
+    np.testing.assert_array_equal(before.samples, after.samples)
+
+
+def test_gibbs_figure_layout(hvae, x):
+    chain = analysis.gibbs_chain(hvae, x, 3, seed=0)
+    grid = analysis.gibbs_figure(x, chain, steps=[1, 3])
+    assert grid.shape == (4 * 29 + 1, 3 * 29 + 1, 1) and grid.dtype == np.uint8
+    with pytest.raises(ValueError, match="steps"):
+        analysis.gibbs_figure(x, chain, steps=[4])
+
+
+def test_layer_effects_with_a_classifier(vlae):
+    resamples = analysis.resample_layer(vlae, 0, 8, 3, seed=0)
+    # Relative to the mean image, an untrained model's images differ enough to classify.
+    classifier = projection_classifier(resamples.base.mean(0))
+    effects = analysis.layer_effects(vlae, classifier, num_images=8, num_resamples=3, seed=0)
+    assert effects.pixel_variance.shape == (3,) and effects.class_change_rate.shape == (3,)
+    assert np.all((effects.class_change_rate >= 0) & (effects.class_change_rate <= 1))
+    # The class change rate of layer 0 recomputed by hand from the same resamples.
+    base = np.argmax(classifier(resamples.base), -1)
+    assert len(set(base)) > 1            # else the check below could not see mixed-up rows
+    new = np.argmax(classifier(resamples.resampled.reshape((-1,) + IMAGE_SHAPE)), -1)
+    assert effects.class_change_rate[0] == pytest.approx(np.mean(new.reshape(8, 3)
+                                                                 != base[:, None]))
+    assert effects.ink_change[0] == pytest.approx(np.mean(np.abs(
+        analysis.ink(resamples.resampled) - analysis.ink(resamples.base)[:, None])))
+    # A classifier that ignores the image never changes its mind.
+    constant = analysis.class_change_rate(constant_classifier, vlae, 4, 3, seed=0)
+    np.testing.assert_array_equal(constant, np.zeros(3))
+
+
+def test_classifier_scores_on_known_probabilities():
+    images = np.zeros((4, *IMAGE_SHAPE), np.float32)
+    probabilities = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]], np.float64)
+    scores = analysis.classifier_scores(lambda batch: probabilities[:len(batch)], images)
+    np.testing.assert_allclose(scores.class_histogram, [0.5, 0.25, 0.25])
+    assert scores.class_entropy == pytest.approx(-(0.5 * np.log(0.5) + 0.5 * np.log(0.25)))
+    assert scores.classes_covered == 3 and scores.mean_confidence == pytest.approx(1.0)
+    # Confident one-hot predictions: score = exp(entropy of the histogram).
+    assert scores.classifier_score == pytest.approx(np.exp(scores.class_entropy), rel=1e-6)
+    uniform = analysis.classifier_scores(lambda batch: np.full((len(batch), 3), 1 / 3), images)
+    assert uniform.classifier_score == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="softmax"):
+        analysis.classifier_scores(lambda batch: np.full((len(batch), 3), 2.0), images)
+
+
+def test_resampling_figure_has_one_block_per_layer(vlae):
+    blocks = analysis.resampling_blocks(vlae, num_images=2, num_resamples=3, seed=0)
+    assert len(blocks) == 3
+    assert blocks[0].shape == (2 * 29 + 1, 4 * 29 + 1, 1)
+    assert analysis.resampling_figure(vlae, num_images=2, num_resamples=3).shape[0] == \
+        3 * (2 * 29 + 1) + 2 * 4
