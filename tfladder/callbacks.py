@@ -6,6 +6,7 @@ import shutil
 
 import h5py
 import keras
+import numpy as np
 from absl import logging
 
 
@@ -252,3 +253,48 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 "truncated by an interrupted write (keras.callbacks.BackupAndRestore writes "
                 f"in place). Delete {self.directory} to train from scratch.") from error
         return None if value is None else int(value)
+
+
+class KLPerUnitHistory(keras.callbacks.Callback):
+    """Records each latent unit's KL on fixed images after every epoch.
+
+    The history (LVAE paper Fig. 4: which units stay active during training)
+    is rewritten atomically to `path` (`.npz`, one array `layer_<l>` of shape
+    `[epochs, d_l]` per layer plus `epoch`); a resumed run keeps the epochs
+    recorded before its `initial_epoch`.
+    """
+
+    def __init__(self, images, path, batch_size=500):
+        super().__init__()
+        self.images = images
+        self.path = pathlib.Path(path)
+        self.batch_size = int(batch_size)
+        self.epochs, self.rows = [], []
+
+    def on_train_begin(self, logs=None):
+        self.epochs, self.rows = [], []
+        if self.path.exists():
+            with np.load(self.path) as saved:
+                layers = sorted((k for k in saved.files if k.startswith("layer_")),
+                                key=lambda k: int(k.split("_")[1]))
+                for i, epoch in enumerate(saved["epoch"]):
+                    self.epochs.append(int(epoch))
+                    self.rows.append([saved[k][i] for k in layers])
+
+    def on_epoch_end(self, epoch, logs=None):
+        from tfladder.evaluation import kl_per_unit
+        keep = [i for i, e in enumerate(self.epochs) if e < epoch + 1]
+        self.epochs = [self.epochs[i] for i in keep] + [epoch + 1]
+        self.rows = [self.rows[i] for i in keep] + [
+            kl_per_unit(self.model, self.images, self.batch_size)]
+        arrays = {"epoch": np.asarray(self.epochs)}
+        for l in range(len(self.rows[0])):
+            arrays[f"layer_{l + 1}"] = np.stack([row[l] for row in self.rows])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.path, lambda tmp: _save_npz(tmp, arrays))
+
+
+def _save_npz(path, arrays):
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+

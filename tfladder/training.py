@@ -91,7 +91,8 @@ class ImageSummaries(keras.callbacks.Callback):
 
 
 def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=None,
-          limit=None, strategy=None, verbose=1, command=None, deterministic=False):
+          limit=None, strategy=None, verbose=1, command=None, deterministic=False,
+          callbacks=()):
     """Trains zoo `variant` (a name or a `zoo.Variant`) and writes `workdir/model`.
 
     Re-running the same call resumes from the last completed epoch
@@ -120,6 +121,8 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
       command: The command line that launched the run, recorded in the card.
       deterministic: Enable TensorFlow op determinism (see above), for
         bit-identical reruns; may be slower.
+      callbacks: Extra Keras callbacks (e.g. per-epoch measurements); they run
+        before the epoch checkpoint is written.
 
     Returns:
       `TrainResult(model, history, folder)`.
@@ -195,6 +198,7 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
         ImageSummaries(workdir / "logs", seed=recipe.seed),
         StopOnRepeatedSkips(),
         keras.callbacks.TerminateOnNaN(),
+        *callbacks,
         checkpoint,   # Last: an epoch is checkpointed only once it is logged.
     ]
     if initial_epoch < recipe.epochs:
