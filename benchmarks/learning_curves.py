@@ -1,12 +1,12 @@
 """Test ELBO against epoch for the shipped MNIST variants (LVAE paper Fig. 3 style).
 
-python benchmarks/learning_curves.py [--variants lvae_mnist,hvae_mnist,...] [--at-epoch 100]
+python benchmarks/learning_curves.py [--variants lvae_mnist,hvae_mnist,...] [--at_epoch 100]
 
 Reads the per-epoch history stored in each shipped artifact's metrics.json
 (`val_elbo` is the test split, one fixed binarization, scored after every
 epoch; `elbo` the running mean over the epoch's dynamically binarized training
 batches) and writes benchmarks/results/learning_curves.{md,png}. The table
-also compares every variant at the same epoch (`--at-epoch`), the equal-budget
+also compares every variant at the same epoch (`--at_epoch`), the equal-budget
 comparison when variants were trained for different numbers of epochs.
 Needs matplotlib (`pip install -e ".[benchmarks]"`).
 """
