@@ -237,6 +237,15 @@ def test_card_shows_the_determinism_switch_and_versions(deterministic, shown):
     assert "- Versions: not recorded." in unversioned
 
 
+def test_card_shows_optional_figures_only_when_present():
+    plain = modelcard.card_markdown(_CARD_CONFIG, {})
+    assert "learning_curve.png" not in plain
+    assert zoo.VARIANTS["vae_mnist"].description in plain
+    with_curve = modelcard.card_markdown(_CARD_CONFIG, {}, ["learning_curve.png"])
+    assert "![learning_curve](learning_curve.png)" in with_curve
+    assert "benchmarks/learning_curves.py --write_to_artifacts" in with_curve
+
+
 # ----------------------------------------------------------------- tampering
 def _flip_weights_byte(folder):
     path = folder / "model.weights.h5"

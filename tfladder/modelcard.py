@@ -37,7 +37,16 @@ def render(folder):
     folder = pathlib.Path(folder)
     config = json.loads((folder / zoo.CONFIG).read_text())
     metrics = json.loads((folder / zoo.METRICS).read_text())
-    (folder / "README.md").write_text(card_markdown(config, metrics))
+    figures = [name for name in OPTIONAL_FIGURES if (folder / name).exists()]
+    (folder / "README.md").write_text(card_markdown(config, metrics, figures))
+
+
+# Figures a card shows when the folder has them, with their captions.
+OPTIONAL_FIGURES = {
+    "learning_curve.png": "ELBO per epoch (test: one fixed draw of the test split; train: "
+                          "epoch mean, warm-up included); made by "
+                          "`python benchmarks/learning_curves.py --write_to_artifacts`",
+}
 
 
 def _versions(versions):
@@ -62,11 +71,13 @@ def _fmt(value, digits=2):
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def card_markdown(config, metrics):
+def card_markdown(config, metrics, figures=()):
     name = config.get("variant") or folder_name(config)
     data, recipe = config.get("data") or {}, config.get("recipe") or {}
     model = config["model_config"]
     lines = [f"# `{name}` — {config['family']}", ""]
+    if name in zoo.VARIANTS:
+        lines += [zoo.VARIANTS[name].description, ""]
     if metrics.get("note"):
         lines += [f"> {metrics['note']}", ""]
     lines += [
@@ -113,8 +124,10 @@ def card_markdown(config, metrics):
             lines.append(f"| {l + 1} | {dim} | {kl:.2f} | {au} |")
     lines += ["", "## Figures", "", "Samples (likelihood means):", "", "![samples](samples.png)",
               "", "Layer traversals, top layer first (one block per layer; only that layer's "
-              "noise changes):", "", "![traversal](traversal.png)", "",
-              "## Licence", "", config.get("license") or "", ""]
+              "noise changes):", "", "![traversal](traversal.png)", ""]
+    for figure in figures:
+        lines += [f"{OPTIONAL_FIGURES[figure]}:", "", f"![{figure[:-4]}]({figure})", ""]
+    lines += ["## Licence", "", config.get("license") or "", ""]
     return "\n".join(lines)
 
 

@@ -119,7 +119,8 @@ VARIANTS = {v.name: v for v in [
     Variant(
         name="vlae_mnist", family="vlae",
         description="VLAE, 3 layers of 2-D latents; conv inference path (32-32 filters, "
-                    "28 -> 14 -> 7) and dense ladder connections, Bernoulli likelihood.",
+                    "28 -> 14 -> 7) and dense ladder connections, Bernoulli likelihood; "
+                    "trained progressively (top layer first, pro-VLAE).",
         model=dict(image_shape=(28, 28, 1), latent_dims=[2, 2, 2], hidden_units=256,
                    conv_filters=[[32, 32], [], []], observation="bernoulli",
                    # Without free bits the top (deepest) layer collapsed to KL ~ 0
