@@ -163,7 +163,7 @@ VARIANTS = {v.name: v for v in [
                    observation={"name": "logistic_mixture", "num_components": 2},
                    free_bits=1.0),
         data=DataSpec(CELEBA),
-        recipe=Recipe(epochs=30, batch_size=100, warmup_epochs=3),
+        recipe=Recipe(epochs=20, batch_size=100, warmup_epochs=2),
         license=f"CelebA: non-commercial research use only. {NON_COMMERCIAL}"),
 ]}
 
