@@ -52,6 +52,10 @@ class VariationalLadderAutoencoder(HierarchicalModel):
       progressive_steps: Optimizer steps each layer trains before the next
         lower one starts fading in (0: every layer from the start).
       fade_in_steps: Steps over which a layer's alpha rises from 0 to 1.
+        The schedule follows the optimizer's step count, and a model without
+        an optimizer (loaded, exported) uses every layer; fine-tuning with a
+        fresh optimizer restarts the schedule, so rebuild the model with
+        `progressive_steps=0` to fine-tune all layers at once.
 
     #### Examples
 
