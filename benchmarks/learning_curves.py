@@ -16,7 +16,7 @@ import sys
 
 from absl import app, flags
 
-from tfladder import zoo
+from tfladder import modelcard, zoo
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("variants", ["vae_mnist", "hvae_mnist", "lvae_mnist", "topdown_mnist",
@@ -25,7 +25,7 @@ flags.DEFINE_integer("at_epoch", 100, "Epoch for the equal-budget column.")
 flags.DEFINE_string("out", "benchmarks/results/learning_curves", "Output path stem.")
 flags.DEFINE_bool("write_to_artifacts", False,
                   "Also save each variant's own curve as learning_curve.png in its zoo "
-                  "folder and refresh that folder's SHA256SUMS.")
+                  "folder, re-render its card and refresh its SHA256SUMS.")
 
 
 def load_history(name):
@@ -82,6 +82,7 @@ def main(argv):
             folder = zoo.artifact_dir(name)
             plot([(f"{name} test", test, "-"), (f"{name} train", train, ":")],
                  folder / "learning_curve.png", f"{name}: ELBO per epoch")
+            modelcard.render(folder)
             zoo.write_checksums(folder)
     if not curves:
         raise SystemExit(f"None of {FLAGS.variants} is shipped with a history.")
