@@ -173,3 +173,21 @@ def test_resampling_figure_has_one_block_per_layer(vlae):
     assert blocks[0].shape == (2 * 29 + 1, 4 * 29 + 1, 1)
     assert analysis.resampling_figure(vlae, num_images=2, num_resamples=3).shape[0] == \
         3 * (2 * 29 + 1) + 2 * 4
+
+
+def test_colour_structure_split_adds_up_and_separates_the_two():
+    rng = np.random.default_rng(0)
+    shape = (3, 5, 4, 4, 3)
+    # Only the global colour moves: all variance is colour.
+    colour_only = np.broadcast_to(rng.random((3, 5, 1, 1, 3)), shape)
+    v_colour, v_structure = analysis.colour_structure_variance(colour_only)
+    assert v_colour > 0 and v_structure == pytest.approx(0.0, abs=1e-12)
+    # A zero-mean pattern moves with the colour fixed: all variance is structure.
+    pattern = rng.normal(size=shape)
+    pattern -= pattern.mean(axis=(2, 3), keepdims=True)
+    v_colour, v_structure = analysis.colour_structure_variance(0.5 + pattern)
+    assert v_colour == pytest.approx(0.0, abs=1e-12) and v_structure > 0
+    # In general the two add up to the pixel variance.
+    mixed = rng.random(shape)
+    assert sum(analysis.colour_structure_variance(mixed)) == pytest.approx(
+        analysis.pixel_variance(mixed), rel=1e-10)
