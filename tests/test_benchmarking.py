@@ -1,5 +1,7 @@
-"""The FLOP count used for "fraction of peak" matches the model's arithmetic."""
+"""Benchmark helpers: the FLOP count used for "fraction of peak", the op-level profile
+and interleaved rate comparisons (structure only: no timing assertions)."""
 import keras
+import pytest
 
 import tfladder
 from tfladder import benchmarking
@@ -15,3 +17,45 @@ def test_train_step_flops_cover_forward_and_backward_matmuls():
     flops = benchmarking.train_step_flops(model, batch)
     # Backward needs about two matmuls per forward matmul; the rest is elementwise.
     assert 2.5 * forward < flops < 6 * forward, (flops, forward)
+
+
+def _tiny_lvae():
+    model = tfladder.LadderVAE((28, 28, 1), latent_dims=[4, 2], hidden_units=[32, 16],
+                               batch_norm=True, seed=0)
+    model.compile(keras.optimizers.Adam(1e-3))
+    return model
+
+
+def test_op_time_breakdown_by_type_and_phase():
+    images = benchmarking.binary_images(64, (28, 28, 1))
+    by_type = benchmarking.op_time_breakdown(_tiny_lvae(), images, 16, steps=2, warmup=1)
+    assert by_type and all(seconds >= 0 for seconds in by_type.values())
+    assert any("MatMul" in op for op in by_type), by_type
+    total = sum(by_type.values())
+    assert total > 0
+    assert sum(seconds / total for seconds in by_type.values()) == pytest.approx(1.0)
+    assert list(by_type.values()) == sorted(by_type.values(), reverse=True)
+    by_phase = benchmarking.op_time_breakdown(_tiny_lvae(), images, 16, steps=2, warmup=1,
+                                              group="phase")
+    assert {"forward and metrics", "backward"} <= set(by_phase), by_phase
+    # The optimizer update is one XLA-compiled function (HierarchicalModel._apply_if).
+    assert "XLA" in by_phase and "optimizer update" not in by_phase, by_phase
+
+
+def test_xla_compiled_step_profiles_as_xla_thunks():
+    model = _tiny_lvae()
+    model.compile(keras.optimizers.Adam(1e-3), jit_compile=True)
+    images = benchmarking.binary_images(32, (28, 28, 1))
+    tf_ops, xla_ops = benchmarking.op_count_per_step(model, images, 16, steps=2, warmup=1)
+    assert xla_ops > 10 and tf_ops < xla_ops, (tf_ops, xla_ops)
+
+
+def test_interleaved_throughput_reports_every_round():
+    images = benchmarking.binary_images(32, (28, 28, 1))
+    models = {"a": _tiny_lvae(), "b": _tiny_lvae()}
+    rates = benchmarking.interleaved_throughput(
+        models, benchmarking.in_memory_batches(images, 16), 16, steps=2, rounds=2, warmup=1)
+    assert set(rates) == {"a", "b"}
+    assert all(len(r["wall"]) == 2 and len(r["cpu"]) == 2 for r in rates.values())
+    median, low, high = benchmarking.ratio_summary(rates, "b", "a")
+    assert low <= median <= high

@@ -36,6 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from tensorflow.python.framework import config as tf_config
 
 from tfladder import gaussian
 from tfladder.layers.observations import get_observation
@@ -460,15 +461,34 @@ def _apply_if(condition, optimizer, grads, variables):
     `tf.cond` in replica context; there the update is applied with zero
     gradients instead, so no weight ever sees a NaN, but Adam's moments decay
     for that step.
+
+    Under the default strategy, in a graph, the update is compiled with XLA:
+    Keras applies Adam as about 27 small ops per variable (3,186 of the
+    lvae_mnist step's 5,081 ops); XLA fuses them into one pass over each
+    variable, 1.6x faster (benchmarks/results/throughput.md). Same formulas;
+    the rounding may differ in the last bits.
     """
     if not tf.distribute.has_strategy():
+        update = _compiled(lambda: optimizer.apply(grads, variables))
+
         def apply():
-            optimizer.apply(grads, variables)
+            update()
             return tf.constant(True)
 
         tf.cond(condition, apply, lambda: tf.constant(False))
         return
     optimizer.apply([tf.where(condition, g, tf.zeros_like(g)) for g in grads], variables)
+
+
+def _compiled(fn):
+    """`fn` as an XLA-compiled function when tracing a graph, else `fn` itself.
+
+    Eagerly (`run_eagerly=True`) a new function would be compiled at every call,
+    and with op determinism enabled Keras turns XLA off as well.
+    """
+    if tf.executing_eagerly() or tf_config.is_op_determinism_enabled():
+        return fn
+    return tf.function(fn, jit_compile=True, autograph=False)
 
 
 def _as_seed(seed, default):
