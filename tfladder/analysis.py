@@ -70,6 +70,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfladder import figures
+from tfladder.models.base import check_positive_int
 
 _GENERATE_BATCH = 500
 
@@ -134,7 +135,7 @@ def gibbs_chain(model, x, num_steps, seed=0):
     Raises:
       ValueError: for a bad `num_steps` or images the model refuses.
     """
-    num_steps = _check_positive_int("num_steps", num_steps)
+    num_steps = check_positive_int("num_steps", num_steps)
     state = model.prepare_inputs(x)
     root = _stateless_seed(seed)
     samples, means = [], []
@@ -191,8 +192,8 @@ def resample_layers(model, layers, num_images, num_resamples, seed=0):
     Returns:
       `LayerResamples(base [N, H, W, C], resampled [N, R, H, W, C])`.
     """
-    num_images = _check_positive_int("num_images", num_images)
-    num_resamples = _check_positive_int("num_resamples", num_resamples)
+    num_images = check_positive_int("num_images", num_images)
+    num_resamples = check_positive_int("num_resamples", num_resamples)
     layers = sorted({_check_layer(model, layer) for layer in layers})
     root = _stateless_seed(seed)
     base_noise = model.prior_noise(num_images, tf.random.experimental.stateless_fold_in(root, 0))
@@ -423,12 +424,6 @@ def _stateless_seed(seed):
     if isinstance(seed, (int, np.integer)):
         return tf.constant([int(seed), 0], tf.int32)
     return tf.cast(seed, tf.int32)
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 def _check_layer(model, layer):

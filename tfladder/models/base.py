@@ -98,7 +98,7 @@ class HierarchicalModel(keras.Model):
         if not free_bits >= 0:
             raise ValueError(f"free_bits must be >= 0 nats, got {free_bits!r}.")
         self.free_bits = float(free_bits)
-        self.num_importance_samples = _check_positive_int(
+        self.num_importance_samples = check_positive_int(
             "num_importance_samples", num_importance_samples)
         self.seed = int(seed) if seed is not None else random.randrange(2 ** 31)
         self.observation = get_observation(self.observation_spec)
@@ -153,7 +153,7 @@ class HierarchicalModel(keras.Model):
           mean: Return the likelihood mean p(x | z) (the usual way to show a
             VAE sample) instead of a draw from it.
         """
-        num_samples = _check_positive_int("num_samples", num_samples)
+        num_samples = check_positive_int("num_samples", num_samples)
         return self.sample_from_seed(num_samples, _as_seed(seed, 0), mean=mean)
 
     def sample_from_seed(self, num_samples, seed, mean=True):
@@ -201,7 +201,7 @@ class HierarchicalModel(keras.Model):
           seed: Integer seed.
           max_batch: Largest number of (image, sample) pairs per forward pass.
         """
-        num_samples = _check_positive_int("num_samples", num_samples)
+        num_samples = check_positive_int("num_samples", num_samples)
         x = self.prepare_inputs(x)
         batch = int(x.shape[0])
         if max_batch is None:
@@ -500,7 +500,7 @@ def _as_seed(seed, default):
     return tf.cast(seed, tf.int32)
 
 
-def _check_positive_int(name, value):
+def check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     return int(value)
@@ -526,7 +526,7 @@ def _check_latent_dims(latent_dims):
     dims = list(latent_dims)
     if not dims:
         raise ValueError("latent_dims must list at least one latent layer size.")
-    return [_check_positive_int("latent_dims[i]", d) for d in dims]
+    return [check_positive_int("latent_dims[i]", d) for d in dims]
 
 
 def standard_normal(batch, dim):
