@@ -204,7 +204,8 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
     if initial_epoch < recipe.epochs:
         model.fit(train_data, validation_data=test_data, epochs=recipe.epochs,
                   initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                  validation_steps=validation_steps, callbacks=callbacks, verbose=verbose)
+                  validation_steps=validation_steps, callbacks=callbacks, verbose=verbose,
+                  shuffle=False)   # the stream is already shuffled per (seed, epoch)
     history = _read_history(workdir)
     metrics = {
         "variant": variant.name,
