@@ -138,3 +138,11 @@ def flag_values():
     """The parsed absl flags as attributes, `--num-images` read as `num_images`."""
     return types.SimpleNamespace(**{name.replace("-", "_"): flags.FLAGS[name].value
                                     for name in flags.FLAGS})
+
+
+def runtime_line(started, classifier_info):
+    """The closing line of a results file: wall time and where the classifier came from."""
+    return (f"Runtime: {time.time() - started:.0f} s on this machine, "
+            + ("with the classifier loaded from its cache." if classifier_info["cached"] else
+               f"including {classifier_info['train_seconds']:.0f} s of classifier training."))
+

@@ -123,9 +123,7 @@ def main(argv):
         "![chains over time](gibbs_redundancy_chain.png)", "",
         f"Rows: chains; first column the binarized start digit, then the chain at steps "
         f"{', '.join(map(str, steps))}.", "",
-        f"Runtime: {time.time() - started:.0f} s on this machine, "
-        + ("with the classifier loaded from its cache." if classifier_info["cached"] else
-           f"including {classifier_info['train_seconds']:.0f} s of classifier training."),
+        common.runtime_line(started, classifier_info),
     ]
     (out_dir / "gibbs_redundancy.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

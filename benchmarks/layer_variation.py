@@ -144,9 +144,7 @@ def main(argv):
         "paper's claim is a high colour share in the lower layers and a low one at the top.",
         "",
         *extra_lines, "",
-        f"Runtime: {time.time() - started:.0f} s on this machine, "
-        + ("with the classifier loaded from its cache." if classifier_info["cached"] else
-           f"including {classifier_info['train_seconds']:.0f} s of classifier training."),
+        common.runtime_line(started, classifier_info),
     ]
     (out_dir / "layer_variation.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -64,6 +64,28 @@ SERVE_SCRIPT = textwrap.dedent("""
 """)
 
 
+def endpoint_inputs(model, x, rng, num_z, num_noise):
+    """The arrays SERVE_SCRIPT reads: images, per-layer latents and noise, sample args."""
+    arrays = {"x": x, "num_layers": np.int64(len(model.latent_dims)),
+              "num_samples": np.int64(SAMPLE_NUM), "seed": np.int64(SAMPLE_SEED)}
+    for l, dim in enumerate(model.latent_dims):
+        arrays[f"z_{l + 1}"] = rng.normal(size=(num_z, dim)).astype(np.float32)
+        arrays[f"noise_{l + 1}"] = rng.normal(size=(num_noise, dim)).astype(np.float32)
+    return arrays
+
+
+def serve_in_fresh_process(jobs, root, timeout):
+    """Runs SERVE_SCRIPT on `jobs` in a new interpreter (no tfladder); returns its stdout."""
+    script = root / "serve.py"
+    script.write_text(SERVE_SCRIPT)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("PYTHONPATH", None)
+    process = subprocess.run([sys.executable, str(script), json.dumps(jobs)], cwd=root,
+                             env=env, capture_output=True, text=True, timeout=timeout)
+    assert process.returncode == 0, process.stderr[-4000:]
+    return process.stdout
+
+
 @pytest.fixture(scope="module")
 def trained_vae(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("export_train")
@@ -93,23 +115,13 @@ def served(trained_vae, images, tmp_path_factory):
         assert export_saved_model(model, directory) == str(directory)
         assert (directory / "saved_model.pb").is_file()
         assert (directory / "variables" / "variables.index").is_file()
-        arrays = {"x": images, "num_layers": np.int64(len(model.latent_dims)),
-                  "num_samples": np.int64(SAMPLE_NUM), "seed": np.int64(SAMPLE_SEED)}
-        for l, dim in enumerate(model.latent_dims):
-            arrays[f"z_{l + 1}"] = rng.normal(size=(4, dim)).astype(np.float32)
-            arrays[f"noise_{l + 1}"] = rng.normal(size=(3, dim)).astype(np.float32)
+        arrays = endpoint_inputs(model, images, rng, num_z=4, num_noise=3)
         np.savez(root / name / "inputs.npz", **arrays)
         inputs[name] = arrays
         jobs.append([str(directory), str(root / name / "inputs.npz"),
                      str(root / name / "outputs.npz")])
-    script = root / "serve.py"
-    script.write_text(SERVE_SCRIPT)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("PYTHONPATH", None)
-    process = subprocess.run([sys.executable, str(script), json.dumps(jobs)], cwd=root,
-                             env=env, capture_output=True, text=True, timeout=300)
-    assert process.returncode == 0, process.stderr[-4000:]
-    line = [l for l in process.stdout.splitlines() if l.startswith("SIGNATURES=")][-1]
+    stdout = serve_in_fresh_process(jobs, root, timeout=300)
+    line = [l for l in stdout.splitlines() if l.startswith("SIGNATURES=")][-1]
     signatures = json.loads(line.removeprefix("SIGNATURES="))
     return {name: (models[name], inputs[name], dict(np.load(job[2])), signatures[job[0]])
             for name, job in zip(models, jobs)}

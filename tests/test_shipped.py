@@ -6,19 +6,17 @@ The inputs are synthetic (tests never read ../shared/): random binary images
 for Bernoulli models, random 8-bit images for the logistic-mixture ones.
 """
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.test_export import SERVE_SCRIPT
+from tests.test_export import (SAMPLE_NUM, SAMPLE_SEED, endpoint_inputs,
+                               serve_in_fresh_process)
 from tfladder import zoo
 from tfladder.export import ELBO_SEED
 
-NUM_IMAGES, SAMPLE_NUM, SAMPLE_SEED = 3, 2, 5
+NUM_IMAGES = 3
 
 
 def _shipped():
@@ -58,23 +56,12 @@ def served(tmp_path_factory):
     models, inputs, jobs = {}, {}, []
     for name in SHIPPED:
         model = zoo.load(name)
-        arrays = {"x": _synthetic_images(model, rng),
-                  "num_layers": np.int64(len(model.latent_dims)),
-                  "num_samples": np.int64(SAMPLE_NUM), "seed": np.int64(SAMPLE_SEED)}
-        for l, dim in enumerate(model.latent_dims):
-            arrays[f"z_{l + 1}"] = rng.normal(size=(2, dim)).astype(np.float32)
-            arrays[f"noise_{l + 1}"] = rng.normal(size=(2, dim)).astype(np.float32)
+        arrays = endpoint_inputs(model, _synthetic_images(model, rng), rng, num_z=2, num_noise=2)
         np.savez(root / f"{name}_inputs.npz", **arrays)
         models[name], inputs[name] = model, arrays
         jobs.append([str(zoo.artifact_dir(name) / "saved_model"),
                      str(root / f"{name}_inputs.npz"), str(root / f"{name}_outputs.npz")])
-    script = root / "serve.py"
-    script.write_text(SERVE_SCRIPT)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("PYTHONPATH", None)
-    process = subprocess.run([sys.executable, str(script), json.dumps(jobs)], cwd=root,
-                             env=env, capture_output=True, text=True, timeout=900)
-    assert process.returncode == 0, process.stderr[-4000:]
+    serve_in_fresh_process(jobs, root, timeout=900)
     return {name: (models[name], inputs[name], dict(np.load(job[2])))
             for name, job in zip(SHIPPED, jobs)}
 
