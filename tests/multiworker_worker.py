@@ -1,6 +1,9 @@
 """One worker of the two-process MultiWorkerMirroredStrategy test (test_multiworker.py).
 
-Usage: python multiworker_worker.py INDEX PORT0,PORT1 OUT_DIR
+Usage: python multiworker_worker.py INDEX PORT0,PORT1 OUT_DIR [fit|train]
+
+`fit` (default) runs `model.fit` on a small LVAE; `train` runs
+`tfladder.training.train` on a tiny vae_mnist recipe with workdir OUT_DIR/run.
 """
 import json
 import os
@@ -8,6 +11,7 @@ import pathlib
 import sys
 
 index, ports, out = int(sys.argv[1]), sys.argv[2].split(","), pathlib.Path(sys.argv[3])
+mode = sys.argv[4] if len(sys.argv) > 4 else "fit"
 os.environ["TF_CONFIG"] = json.dumps({
     "cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
     "task": {"type": "worker", "index": index}})
@@ -22,6 +26,15 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tests.helpers import small_model  # noqa: E402
+
+if mode == "train":
+    from tfladder import training  # noqa: E402
+    result = training.train("vae_mnist", out / "run", data="mnist_offline", epochs=2,
+                            batch_size=100, limit=200, seed=0, verbose=0, strategy=strategy)
+    np.savez(out / f"train_weights_{index}.npz", *[w.numpy() for w in result.model.weights])
+    (out / f"train_history_{index}.json").write_text(json.dumps(
+        {k: [float(v) for v in values] for k, values in result.history.items()}))
+    sys.exit(0)
 
 keras.utils.set_random_seed(0)
 x = (np.random.RandomState(0).rand(64, 28, 28, 1) > 0.5).astype("float32")

@@ -10,8 +10,10 @@ import sys
 import textwrap
 
 import pytest
+import tensorflow as tf
 
 import tfladder
+from tfladder import distribute
 
 SCRIPT = textwrap.dedent("""
     import json, sys
@@ -85,3 +87,29 @@ def test_cli_trains_with_the_mirrored_strategy(tmp_path):
     assert process.returncode == 0, process.stderr[-3000:]
     assert (tmp_path / "w" / "model" / "SHA256SUMS").exists()
     assert "MirroredStrategy on 2 replica(s)" in process.stderr
+
+
+class _ClusterStrategy:
+    """Stands in for a strategy whose cluster comes from TF_CONFIG."""
+
+    def __init__(self, cluster, task_type, task_id):
+        self.cluster_resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
+
+
+TWO_WORKERS = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+WITH_CHIEF = {"chief": ["127.0.0.1:0"], **TWO_WORKERS}
+
+
+@pytest.mark.parametrize("strategy, chief, multi_worker", [
+    (None, True, False),                                   # one process, default strategy
+    (_ClusterStrategy(TWO_WORKERS, "worker", 0), True, True),
+    (_ClusterStrategy(TWO_WORKERS, "worker", 1), False, True),
+    (_ClusterStrategy(WITH_CHIEF, "chief", 0), True, True),
+    (_ClusterStrategy(WITH_CHIEF, "worker", 0), False, True),
+    (_ClusterStrategy({**WITH_CHIEF, "evaluator": ["127.0.0.1:3"]}, "evaluator", 0), False,
+     True),
+])
+def test_only_the_chief_writes(strategy, chief, multi_worker):
+    assert distribute.is_chief(strategy) is chief
+    assert distribute.is_multi_worker(strategy) is multi_worker

@@ -67,3 +67,29 @@ def test_guard_under_a_one_device_mirrored_strategy():
     history = model.fit(tf.data.Dataset.from_tensor_slices(_binary(16)).batch(8), epochs=1,
                         verbose=0).history
     assert history["skipped_updates"] == [0.0] and np.isfinite(history["loss"][0])
+
+
+def test_repeated_skips_are_counted_across_multi_step_executions():
+    """With steps_per_execution = 4 the callback runs once per 4 steps; it still
+    counts skipped updates, not executions."""
+    model = small_model("vae")
+    model.compile(keras.optimizers.Adam(1e-3), steps_per_execution=4)
+    data = _binary(64)
+    data[:, 0, 0, 0] = np.nan
+    stopper = StopOnRepeatedSkips(patience=6)
+    history = model.fit(tf.data.Dataset.from_tensor_slices(data).batch(4), epochs=5,
+                        callbacks=[stopper], verbose=0).history
+    assert stopper.stopped_at == 7                    # end of the second execution: 8 >= 6
+    assert history["skipped_updates"][0] == 8.0
+
+
+def test_a_partly_skipped_execution_does_not_stop_training():
+    model = small_model("vae")
+    model.compile(keras.optimizers.Adam(1e-3), steps_per_execution=4)
+    data = _binary(64)
+    data[::8, 0, 0, 0] = np.nan                       # one poisoned batch in every two
+    stopper = StopOnRepeatedSkips(patience=3)
+    history = model.fit(tf.data.Dataset.from_tensor_slices(data).batch(4), epochs=2,
+                        callbacks=[stopper], verbose=0).history
+    assert stopper.stopped_at is None
+    assert history["skipped_updates"] == [8.0, 8.0]

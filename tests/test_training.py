@@ -51,9 +51,29 @@ def test_family_learns_mnist_digits(family, digits):
     (dict(batch_size=0), "batch_size must be a positive integer, got 0"),
     (dict(seed=-1), r"seed must be an integer in \[0, 2\*\*32\), got -1"),
     (dict(data="mnsit"), "Unknown data source 'mnsit'"),
+    (dict(data="mnist_offline", limit=300, batch_size=100, steps_per_execution=2),
+     "steps_per_execution must be a positive divisor of the 3 steps per epoch, got 2"),
 ])
 def test_bad_arguments_raise_before_anything_is_written(tmp_path, kwargs, match):
     workdir = tmp_path / "run"
     with pytest.raises(ValueError, match=match):
         training.train("vae_mnist", workdir, **kwargs)
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize("steps, expected", [(235, 5), (40, 20), (3, 3), (64, 32), (1, 1),
+                                             (37, 1)])
+def test_default_steps_per_execution_divides_the_epoch(steps, expected):
+    assert training.default_steps_per_execution(steps) == expected
+
+
+def test_several_steps_per_execution_train_the_same_weights(tmp_path):
+    """One compiled call for 3 steps is the same training as 3 calls of one step."""
+    tiny = dict(data="mnist_offline", batch_size=100, limit=300, seed=3, verbose=0, epochs=2)
+    one = training.train("lvae_mnist", tmp_path / "one", steps_per_execution=1, **tiny)
+    three = training.train("lvae_mnist", tmp_path / "three", **tiny)
+    assert three.model.steps_per_execution == 3
+    assert int(three.model.optimizer.iterations) == int(one.model.optimizer.iterations) == 6
+    for a, b in zip(one.model.weights, three.model.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
+    np.testing.assert_allclose(one.history["val_elbo"], three.history["val_elbo"], rtol=1e-6)

@@ -30,11 +30,18 @@ class StopOnRepeatedSkips(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._seen = 0.0
+        self._last_batch = -1
 
     def on_train_batch_end(self, batch, logs=None):
+        # With steps_per_execution > 1, Keras calls this once per execution of
+        # `batch - last batch` steps, with the epoch's running sum of skips.
         skipped = float((logs or {}).get("skipped_updates", 0.0))
-        self.consecutive = self.consecutive + 1 if skipped > self._seen else 0
-        self._seen = skipped
+        steps, new = batch - self._last_batch, skipped - self._seen
+        if new >= steps:
+            self.consecutive += steps           # every step of the execution skipped
+        else:
+            self.consecutive = new              # at most this many at its end
+        self._seen, self._last_batch = skipped, batch
         if self.consecutive >= self.patience:
             self.stopped_at = batch
             logging.error("Stopping: %d consecutive updates had a non-finite loss or gradient "
@@ -126,14 +133,17 @@ class EpochCheckpoint(keras.callbacks.Callback):
     epoch cut short by `model.stop_training` (e.g. `TerminateOnNaN`) is not
     checkpointed. Put this callback after the callbacks that log an epoch
     (e.g. `CSVLogger`), so that a checkpointed epoch is always logged.
-    The checkpoint is kept after training; `delete()` removes it.
+    The checkpoint is kept after training; `delete()` removes it. With
+    `write=False` the callback only restores (the other workers of a
+    multi-worker run, which read the chief's checkpoint).
     """
 
-    def __init__(self, directory):
+    def __init__(self, directory, write=True):
         super().__init__()
         self.directory = pathlib.Path(directory)
         self.weights_path = self.directory / WEIGHTS_FILE
         self.metadata_path = self.directory / METADATA_FILE
+        self.write = bool(write)   # False: restore only (a non-chief worker)
         self._cut_short = False
 
     # ---------------------------------------------------------------- saving
@@ -145,6 +155,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self._cut_short = True
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self.write:
+            return
         if self._cut_short:
             logging.warning("Epoch %d was stopped early: not checkpointed (the checkpoint "
                             "keeps the last complete epoch).", epoch)
@@ -180,7 +192,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         Raises:
           CheckpointError: if the checkpoint is unreadable or inconsistent.
         """
-        self.remove_leftovers()
+        if self.write:   # a reader must not touch files the chief may be writing
+            self.remove_leftovers()
         metadata_epoch = self._metadata_epoch()
         if not self.weights_path.exists():
             if metadata_epoch:

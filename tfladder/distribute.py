@@ -7,7 +7,10 @@ What makes multi-device training match one device here:
 * losses are `sum(per-example) / global batch` (`HierarchicalModel.train_step`);
 * each replica takes its own rows of the global batch's noise (`batch_noise`);
 * batch-norm statistics are synchronized across replicas;
-* batches are single tensors (Keras 3 multi-worker `fit` rejects tuples).
+* batches are single tensors (Keras 3 multi-worker `fit` rejects tuples);
+* under `multi_worker` every worker reads the whole input pipeline and keeps
+  its rows of each global batch (`distribute_batches`), and only the chief
+  writes files (`is_chief`).
 
 On CPU-only hosts `mirrored` reduces through one device: the default
 collective all-reduce of this TF version mis-orders packed gradient chunks
@@ -41,6 +44,69 @@ def _default(devices=None):
     if devices:
         raise ValueError("the default strategy runs on one device; use 'mirrored' for devices.")
     return tf.distribute.get_strategy()
+
+
+def _cluster(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    return (resolver, cluster) if cluster and resolver.task_type is not None else (None, {})
+
+
+def is_multi_worker(strategy=None):
+    """Whether `strategy` spans several processes (a cluster in TF_CONFIG)."""
+    return bool(_cluster(strategy or tf.distribute.get_strategy())[1])
+
+
+def is_chief(strategy=None):
+    """Whether this process is the one that writes files.
+
+    True for a single process (no cluster), for the `chief` task of a
+    cluster, and for worker 0 of a cluster without a chief (the convention of
+    `MultiWorkerMirroredStrategy`); False for the other workers.
+    """
+    resolver, cluster = _cluster(strategy or tf.distribute.get_strategy())
+    if not cluster:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
+
+
+def distribute_batches(strategy, dataset):
+    """`dataset` of global batches, split so that every replica gets its rows.
+
+    Under a multi-worker strategy every worker runs the whole input pipeline
+    (its batches depend only on the seed and the epoch, so they are the same
+    everywhere) and each of its replicas keeps rows `[r B / R, (r + 1) B / R)`
+    of every global batch of B rows (replica r of R): the training is that of
+    one device on the same global batches. TensorFlow's automatic sharding
+    would instead hand out whole batches to the workers, because the batch
+    size of these pipelines is not static. Other strategies get `dataset`
+    unchanged (Keras splits each batch over the local replicas itself).
+    """
+    if not is_multi_worker(strategy):
+        return dataset
+    replicas = strategy.num_replicas_in_sync
+
+    def per_worker(context):
+        local = replicas // context.num_input_pipelines
+        first = context.input_pipeline_id * local
+
+        def slices(batch):
+            size = tf.shape(batch)[0]
+
+            def rows(j):
+                r = first + tf.cast(j, tf.int32)
+                return batch[size * r // replicas:size * (r + 1) // replicas]
+
+            return tf.data.Dataset.range(local).map(rows)
+
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.OFF)
+        return dataset.flat_map(slices).with_options(options)
+
+    return strategy.distribute_datasets_from_function(per_worker)
 
 
 STRATEGIES = {
