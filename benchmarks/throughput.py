@@ -18,6 +18,7 @@ For the `--profile` variant (empty: none) the run also records
 Everything from the line `<!-- notes -->` of an existing results file on is kept.
 """
 import contextlib
+import math
 import pathlib
 import statistics
 import sys
@@ -26,7 +27,7 @@ import tempfile
 import tensorflow as tf
 from absl import app, flags
 
-from tfladder import benchmarking, zoo
+from tfladder import benchmarking, training, zoo
 from tfladder import data as data_lib
 from tfladder.export import export_saved_model
 from tfladder.models import base
@@ -57,15 +58,25 @@ def keras_optimizer_update():
         base._compiled = compiled
 
 
+def steps_per_call(variant):
+    """What `tfladder.training.train` uses for `variant`, made to divide `--steps`."""
+    spec = variant.data
+    steps_per_epoch = math.ceil(data_lib.num_examples(spec.source, spec.train_split)
+                                / variant.recipe.batch_size)
+    return math.gcd(FLAGS.steps, training.default_steps_per_execution(steps_per_epoch))
+
+
 def measure_variant(name, peak, peak_cpu):
     variant = zoo.get(name)
     batch = variant.recipe.batch_size
     images = benchmarking.binary_images(batch * 8, variant.model["image_shape"])
     flops = benchmarking.train_step_flops(
         benchmarking.compiled(lambda: zoo.build(name, seed=0), False), batch)
-    row = {"variant": name, "batch": batch, "gflop_per_step": flops / 1e9}
+    per_call = steps_per_call(variant)
+    row = {"variant": name, "batch": batch, "gflop_per_step": flops / 1e9,
+           "steps_per_call": per_call}
     for jit in (False, True):
-        model = benchmarking.compiled(lambda: zoo.build(name, seed=0), jit)
+        model = benchmarking.compiled(lambda: zoo.build(name, seed=0), jit, per_call)
         rate, cpu_rate = benchmarking.training_throughput(
             model, images, batch, FLAGS.steps, FLAGS.windows, cpu=True)
         row[f"train_{jit}"] = rate
@@ -158,6 +169,25 @@ def profile_section(name):
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += [""]
 
+    # Python work between steps: one step per compiled call against several.
+    per_call = steps_per_call(variant)
+    labels = ("1 step per call (before)", f"{per_call} steps per call (now)")
+    rates = benchmarking.interleaved_throughput(
+        {labels[0]: build(), labels[1]: benchmarking.compiled(
+            lambda: zoo.build(name, seed=0), False, per_call)},
+        benchmarking.in_memory_batches(images, batch), batch, steps=10 * per_call,
+        rounds=FLAGS.rounds)
+    lines += [f"### Steps per compiled call ({FLAGS.rounds} alternating windows of "
+              f"{10 * per_call} steps)", "",
+              "| clock | 1 step per call | " f"{per_call} steps per call | ratio (median, "
+              "min-max) |", "| --- | --- | --- | --- |"]
+    for clock, unit in (("wall", "ex/s"), ("cpu", "ex per CPU-s")):
+        median, low, high = benchmarking.ratio_summary(rates, labels[1], labels[0], clock)
+        lines.append(f"| {unit} | {statistics.median(rates[labels[0]][clock]):.0f} | "
+                     f"{statistics.median(rates[labels[1]][clock]):.0f} | "
+                     f"{median:.2f} ({low:.2f}-{high:.2f}) |")
+    lines += [""]
+
     # Input starvation: the training pipeline against one batch already in memory.
     spec = variant.data
     real = data_lib.load(spec.source, spec.train_split, batch, binarize=spec.binarize,
@@ -196,24 +226,26 @@ def main(argv):
         f"Command: `python {' '.join(sys.argv)}`", "",
         f"Practical peak (float32 2048x2048 matmul, same run): {peak / 1e9:.1f} GFLOP/s, "
         f"{peak_cpu / 1e9:.1f} GFLOP per CPU-second. Training rates are medians of timed "
-        "windows after warm-up (one `fit` call, one iterator); FLOPs per step come from "
+        "windows after warm-up (one `fit` call, one iterator, the steps per compiled call "
+        "that `tfladder.training.train` uses); FLOPs per step come from "
         "the TensorFlow profiler on the train step's graph. \"% of peak\" divides the "
         "achieved FLOP/s by the matmul's; \"% of CPU peak\" does the same per CPU-second "
         "of this process, which other jobs on the machine do not distort.", "",
-        f"| variant | batch | GFLOP/step | train ex/s (XLA off) | % of peak | "
+        f"| variant | batch | steps/call | GFLOP/step | train ex/s (XLA off) | % of peak | "
         f"ex per CPU-s | % of CPU peak | train ex/s (XLA on) | % of peak | ex per CPU-s | "
         f"% of CPU peak | L_{k} importance samples/s | L_{k} on 10,000 images (projected) "
         "| SavedModel sample(64) latency |",
-        "| --- |" + " --- |" * 13,
+        "| --- |" + " --- |" * 14,
     ]
     for r in rows:
         projected = 10_000 * k / r["eval"] / 60
         lines.append(
-            f"| {r['variant']} | {r['batch']} | {r['gflop_per_step']:.2f} | "
+            f"| {r['variant']} | {r['batch']} | {r['steps_per_call']} | "
+            f"{r['gflop_per_step']:.2f} | "
             f"{r['train_False']:.0f} | {r['peak_False']:.1%} | {r['cpu_False']:.0f} | "
             f"{r['cpu_peak_False']:.1%} | {r['train_True']:.0f} | {r['peak_True']:.1%} | "
             f"{r['cpu_True']:.0f} | {r['cpu_peak_True']:.1%} | {r['eval']:.0f} | "
-            f"{projected:.0f} min | {r['latency'] * 1000:.1f} ms |")
+            f"{projected:.1f} min | {r['latency'] * 1000:.1f} ms |")
     lines.append("")
     if FLAGS.profile:
         lines += profile_section(FLAGS.profile)

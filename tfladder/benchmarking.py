@@ -118,8 +118,10 @@ def interleaved_throughput(models, data, batch_size, steps=10, rounds=9, warmup=
     """Training rates of several models measured in alternating windows.
 
     Each model runs its compiled train function (what `fit` calls once per
-    step) on one persistent iterator of its dataset, as `fit` does within a
-    run, so a pipeline's start-up cost is paid once, in the warm-up.
+    `steps_per_execution` steps) on one persistent iterator of its dataset,
+    as `fit` does within a run, so a pipeline's start-up cost is paid once,
+    in the warm-up. `steps` must be a multiple of every model's
+    `steps_per_execution`.
 
     Args:
       models: `{label: compiled model}`.
@@ -137,6 +139,9 @@ def interleaved_throughput(models, data, batch_size, steps=10, rounds=9, warmup=
         data = {label: data for label in models}
     runs = {}
     for label, model in models.items():
+        if steps % model.steps_per_execution:
+            raise ValueError(f"steps ({steps}) must be a multiple of the steps_per_execution "
+                             f"of {label!r} ({model.steps_per_execution}).")
         model.make_train_function()
         step = model.train_function
         iterator = iter(data[label])
@@ -149,8 +154,8 @@ def interleaved_throughput(models, data, batch_size, steps=10, rounds=9, warmup=
     for _ in range(rounds):
         for label, (model, step, iterator) in runs.items():
             started, cpu_started = time.perf_counter(), time.process_time()
-            for _ in range(steps):
-                step(iterator)
+            for _ in range(steps // model.steps_per_execution):
+                step(iterator)                               # steps_per_execution steps
             int(model.optimizer.iterations.numpy())          # waits for the last step
             work = steps * batch_size
             rates[label]["wall"].append(work / (time.perf_counter() - started))
@@ -319,10 +324,11 @@ def sample_latency(saved_model_dir, count=64, repeats=20):
     return statistics.median(times)
 
 
-def compiled(model_factory, jit_compile):
+def compiled(model_factory, jit_compile, steps_per_execution=1):
     """A freshly built and compiled model (`jit_compile` True/False)."""
     model = model_factory()
-    model.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
+    model.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile,
+                  steps_per_execution=steps_per_execution)
     return model
 
 
