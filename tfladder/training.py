@@ -94,7 +94,7 @@ class ImageSummaries(keras.callbacks.Callback):
 
 def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=None,
           limit=None, strategy=None, verbose=1, command=None, deterministic=False,
-          callbacks=(), steps_per_execution=None):
+          callbacks=(), steps_per_execution=None, jit_compile=False):
     """Trains zoo `variant` (a name or a `zoo.Variant`) and writes `workdir/model`.
 
     Re-running the same call resumes from the last completed epoch
@@ -133,6 +133,9 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
         batch callbacks then run once per call). Must divide the steps per
         epoch; default: `default_steps_per_execution(steps per epoch)`, and
         1 under a multi-worker strategy (Keras' multi-step loop fails there).
+      jit_compile: Compile the whole training step with XLA (Keras' "auto"
+        leaves it off on CPU-only machines). Without it the optimizer update
+        alone is XLA-compiled (`HierarchicalModel.train_step`).
 
     Returns:
       `TrainResult(model, history, folder)`.
@@ -197,7 +200,7 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
             kl_warmup_steps=int(round(recipe.warmup_epochs * steps_per_epoch)))
         # compile() also builds the model and the optimizer, so a checkpoint can load.
         model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate),
-                      steps_per_execution=steps_per_execution)
+                      steps_per_execution=steps_per_execution, jit_compile=bool(jit_compile))
 
     checkpoint = EpochCheckpoint(workdir / BACKUP_DIR, write=chief)
     initial_epoch = checkpoint.restore(model)
@@ -250,9 +253,10 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
         "variant": variant.name,
         "epochs": recipe.epochs,
         "deterministic": bool(deterministic),
+        "jit_compile": bool(jit_compile),
         "train_seconds_total": wall_time.total(),
         "train_command": command or _equivalent_command(variant.name, data, recipe, limit,
-                                                        deterministic),
+                                                        deterministic, jit_compile),
         "final_train_elbo": history["elbo"][-1] if history else None,
         "final_test_elbo": history["val_elbo"][-1] if history else None,
         "history": history,
@@ -304,7 +308,7 @@ def inference_copy(model):
     return copy
 
 
-def _equivalent_command(name, data, recipe, limit, deterministic=False):
+def _equivalent_command(name, data, recipe, limit, deterministic=False, jit_compile=False):
     """The `tfladder train` command line that reproduces a library call."""
     parts = ["tfladder", "train", name, f"--epochs {recipe.epochs}",
              f"--batch-size {recipe.batch_size}", f"--seed {recipe.seed}"]
@@ -314,6 +318,8 @@ def _equivalent_command(name, data, recipe, limit, deterministic=False):
         parts.append(f"--limit {limit}")
     if deterministic:
         parts.append("--deterministic")
+    if jit_compile:
+        parts.append("--jit-compile")
     return " ".join(parts)
 
 
