@@ -260,3 +260,24 @@ def test_discretized_logistic_model_on_8bit_colour_images():
     np.testing.assert_allclose(samples * 255, np.round(samples * 255), atol=1e-4)
     with pytest.raises(ValueError, match="8-bit"):
         model.elbo(np.full((1, 16, 16, 3), 0.1234, np.float32))
+
+
+@pytest.mark.parametrize("family", sorted(tfladder.FAMILIES))
+@pytest.mark.parametrize("conv", [False, True])
+def test_repeated_bottom_up_pass_is_the_pass_over_repeated_images(family, conv):
+    """infer(x, repeats=K) computes the bottom-up features once per image; its
+    samples and log weights are those of a pass over K sample-major copies of x."""
+    model = small_model(family, conv=conv, batch_norm=True)
+    x = (np.random.RandomState(2).rand(3, 28, 28, 1) > 0.5).astype(np.float32)
+    seed = tf.constant([4, 5], tf.int32)
+    tiled = np.tile(x, [4, 1, 1, 1])
+    repeated = model.infer(x, seed, repeats=4)
+    reference = model.infer(tiled, seed)
+    for mine, theirs in zip(repeated.layers, reference.layers):
+        np.testing.assert_allclose(mine.z.numpy(), theirs.z.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(mine.kl.numpy(), theirs.kl.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(model.log_weights(x, seed, repeats=4).numpy(),
+                               model.log_weights(tiled, seed).numpy(), rtol=1e-5, atol=1e-3)
+    # A scalar tensor works too (log_likelihood passes one).
+    np.testing.assert_allclose(model.log_weights(x, seed, repeats=tf.constant(4)).numpy(),
+                               model.log_weights(tiled, seed).numpy(), rtol=1e-5, atol=1e-3)

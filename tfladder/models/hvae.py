@@ -15,7 +15,8 @@ that such a model can put all of its information into z_1).
 import tensorflow as tf
 
 from tfladder import gaussian
-from tfladder.models.base import InferencePass, LayerTerms, draw, layer_seeds, standard_normal
+from tfladder.models.base import (InferencePass, LayerTerms, draw, layer_seeds, repeat_rows,
+                                  standard_normal)
 from tfladder.models.markov import MarkovGenerativeModel
 from tfladder.serialization import register
 
@@ -42,9 +43,9 @@ class HierarchicalVAE(MarkovGenerativeModel):
         self.posterior_heads = [self._gaussian(l, f"posterior_{l + 1}")
                                 for l in range(self.num_layers)]
 
-    def infer(self, x, seed, training=False, use_mean=False):
+    def infer(self, x, seed, training=False, use_mean=False, repeats=1):
         seeds = layer_seeds(seed, self.num_layers)
-        h = self.encoder(x, training=training)
+        h = repeat_rows(self.encoder(x, training=training), repeats)
         posteriors, latents = [], []
         for l in range(self.num_layers):
             if l > 0:

@@ -19,7 +19,8 @@ import tensorflow as tf
 
 from tfladder import gaussian
 from tfladder.layers.stochastic import PrecisionWeightedMerge
-from tfladder.models.base import InferencePass, LayerTerms, draw, layer_seeds, standard_normal
+from tfladder.models.base import (InferencePass, LayerTerms, draw, layer_seeds, repeat_rows,
+                                  standard_normal)
 from tfladder.models.markov import MarkovGenerativeModel
 from tfladder.serialization import register
 
@@ -48,7 +49,7 @@ class LadderVAE(MarkovGenerativeModel):
         self.upward_heads = [self._gaussian(l, f"upward_{l + 1}") for l in range(self.num_layers)]
         self.merge = PrecisionWeightedMerge(name="merge")
 
-    def infer(self, x, seed, training=False, use_mean=False):
+    def infer(self, x, seed, training=False, use_mean=False, repeats=1):
         seeds = layer_seeds(seed, self.num_layers)
         # Deterministic upward pass: bottom-up Gaussian estimates (mu_hat, sigma_hat).
         d = self.encoder(x, training=training)
@@ -56,13 +57,13 @@ class LadderVAE(MarkovGenerativeModel):
         for l in range(self.num_layers):
             if l > 0:
                 d = self.upward_mlps[l - 1](d, training=training)
-            upward.append(self.upward_heads[l](d))
+            upward.append(self.upward_heads[l](repeat_rows(d, repeats)))
         # Stochastic downward pass.
         layers = [None] * self.num_layers
         z_above = None
         for l in reversed(range(self.num_layers)):
             if z_above is None:
-                p = standard_normal(tf.shape(x)[0], self.latent_dims[l])
+                p = standard_normal(tf.shape(upward[l].loc)[0], self.latent_dims[l])
                 q = upward[l]
             else:
                 p = self.prior(l, z_above, training=training)

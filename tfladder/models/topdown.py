@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from tfladder import gaussian
 from tfladder.layers.stochastic import DeltaGaussian
-from tfladder.models.base import InferencePass, LayerTerms, draw, layer_seeds, standard_normal
+from tfladder.models.base import (InferencePass, LayerTerms, draw, layer_seeds, repeat_rows,
+                                  standard_normal)
 from tfladder.models.markov import MarkovGenerativeModel
 from tfladder.serialization import register
 
@@ -41,19 +42,19 @@ class TopDownVAE(MarkovGenerativeModel):
         self.delta_heads = [DeltaGaussian(self.latent_dims[l], self.log_variance_range,
                                           name=f"delta_{l + 1}") for l in range(self.num_layers)]
 
-    def infer(self, x, seed, training=False, use_mean=False):
+    def infer(self, x, seed, training=False, use_mean=False, repeats=1):
         seeds = layer_seeds(seed, self.num_layers)
         r = self.encoder(x, training=training)
         features = []
         for l in range(self.num_layers):
             if l > 0:
                 r = self.upward_mlps[l - 1](r, training=training)
-            features.append(r)
+            features.append(repeat_rows(r, repeats))
         layers = [None] * self.num_layers
         z_above = None
         for l in reversed(range(self.num_layers)):
             if z_above is None:
-                p = standard_normal(tf.shape(x)[0], self.latent_dims[l])
+                p = standard_normal(tf.shape(features[l])[0], self.latent_dims[l])
             else:
                 p = self.prior(l, z_above, training=training)
             q = self.delta_heads[l](features[l], p.loc, p.scale)

@@ -30,7 +30,7 @@ from tfladder.layers.blocks import ImageDecoder
 from tfladder.layers.ladder import GenerativeRung, InferenceRung
 from tfladder.models.base import (HierarchicalModel, InferencePass, LayerTerms, check_noise,
                                   check_non_negative_int, draw, layer_seeds, per_layer,
-                                  standard_normal)
+                                  repeat_normal, standard_normal)
 from tfladder.serialization import register
 
 
@@ -114,13 +114,14 @@ class VariationalLadderAutoencoder(HierarchicalModel):
             conv_filters=[f for filters in self.conv_filters for f in filters],
             activation=generative_activation, batch_norm=self.batch_norm, name="f_0")
 
-    def infer(self, x, seed, training=False, use_mean=False):
+    def infer(self, x, seed, training=False, use_mean=False, repeats=1):
         seeds = layer_seeds(seed, self.num_layers)
         h = x
         layers = []
         for l, rung in enumerate(self.inference_rungs):
             h, q = rung(h, training=training)
-            p = standard_normal(tf.shape(x)[0], self.latent_dims[l])
+            q = repeat_normal(q, repeats)
+            p = standard_normal(tf.shape(q.loc)[0], self.latent_dims[l])
             z = draw(q, seeds[l], use_mean)
             kl = tf.reduce_sum(gaussian.gaussian_kl(q.loc, q.scale, p.loc, p.scale), axis=-1)
             layers.append(LayerTerms(posterior=q, prior=p, z=z, kl=kl))
