@@ -410,3 +410,23 @@ def test_record_evaluation_accepts_evaluate_output(copy_of, test_images):
     modelcard.record_evaluation(copy_of, result)
     assert "L_2" in (copy_of / "README.md").read_text()
     zoo.verify_checksums(copy_of)
+
+
+@pytest.mark.parametrize("case", ["flipped_weights_byte", "edited_config", "removed_checksums"])
+def test_card_is_refused_for_a_tampered_folder(case, copy_of):
+    tamper, message = TAMPERING[case]
+    tamper(copy_of)
+    with pytest.raises(ValueError, match=message):
+        zoo.card(copy_of)
+    assert "card" in zoo.card(copy_of, verify=False)
+
+
+@pytest.mark.parametrize("key", ["family", "model_config"])
+def test_config_without_a_required_key_is_a_clear_error(key, copy_of, load_calls):
+    config = json.loads((copy_of / "config.json").read_text())
+    del config[key]
+    (copy_of / "config.json").write_text(json.dumps(config))
+    zoo.write_checksums(copy_of)          # a consistent folder, but an incomplete config
+    with pytest.raises(ValueError, match=rf"config\.json has no '{key}'"):
+        zoo.load(copy_of)
+    assert load_calls == []

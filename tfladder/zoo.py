@@ -238,6 +238,10 @@ def load(name_or_path, verify=True):
     if verify:
         verify_checksums(folder)
     config = json.loads((folder / CONFIG).read_text())
+    missing = [key for key in ("family", "model_config") if key not in config]
+    if missing:
+        raise ValueError(f"{folder / CONFIG} has no {' or '.join(map(repr, missing))}: expected "
+                         "the config.json that tfladder.zoo.write_config writes.")
     _warn_on_version_change(config.get("versions", {}), folder)
     family = config["family"]
     if family not in FAMILIES:
@@ -248,10 +252,19 @@ def load(name_or_path, verify=True):
     return model
 
 
-def card(name_or_path):
+def card(name_or_path, verify=True):
     """The model card of a trained variant: `metrics.json` as a dict, plus
-    the card text under "card" and the folder under "path"."""
+    the card text under "card" and the folder under "path".
+
+    Like `load`, checks every file against `SHA256SUMS` first (a card's
+    numbers are only as good as the folder they describe).
+
+    Raises:
+      ValueError: unknown name or a checksum mismatch.
+    """
     folder = artifact_dir(name_or_path)
+    if verify:
+        verify_checksums(folder)
     metrics = json.loads((folder / METRICS).read_text()) if (folder / METRICS).exists() else {}
     text = (folder / "README.md").read_text() if (folder / "README.md").exists() else ""
     return {**metrics, "card": text, "path": str(folder)}
