@@ -239,13 +239,14 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
     ]
     fit_history = {}
     if initial_epoch < recipe.epochs:
-        fit_history = model.fit(train_data, validation_data=test_data, epochs=recipe.epochs,
-                  initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                  # A distributed test set has no known length: Keras then keeps its
-                  # iterator across epochs when given steps; without, it starts anew.
-                  validation_steps=None if multi_worker else validation_steps,
-                  callbacks=callbacks, verbose=verbose,
-                  shuffle=False).history   # the stream is already shuffled per (seed, epoch)
+        fit_history = model.fit(
+            train_data, validation_data=test_data, epochs=recipe.epochs,
+            initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+            # A distributed test set has no known length: given steps, Keras
+            # would keep its exhausted iterator across epochs; without, it restarts.
+            validation_steps=None if multi_worker else validation_steps,
+            callbacks=callbacks, verbose=verbose,
+            shuffle=False).history   # the stream is already shuffled per (seed, epoch)
     if not chief:
         return TrainResult(model, fit_history, folder)
     history = _read_history(workdir)
