@@ -207,7 +207,8 @@ def main(argv):
         + (", dynamically binarized" if spec.binarize == "dynamic" else "") + "). "
         f"Evaluated on the first {len(images)} {spec.test_split} images ({preprocessing}); "
         f"L_{k} = importance-weighted bound with K = {k}. AU = active units "
-        "(Cov_x E_q[z_u] > 0.01) per layer, bottom first.", "",
+        "(Cov_x E_q[z_u] > 0.01) per layer, bottom first. A depth-1 LVAE row is the "
+        "depth-1 HVAE run (one stochastic layer is the same model).", "",
         f"| run | layers | BN | warm-up | ELBO | L_{k} | KL per layer | AU per layer | "
         "train s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
