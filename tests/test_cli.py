@@ -560,7 +560,7 @@ TAMPERING = {
 }
 
 
-@pytest.mark.parametrize("command", ["evaluate", "sample", "traverse", "export"])
+@pytest.mark.parametrize("command", ["evaluate", "sample", "traverse", "export", "card"])
 @pytest.mark.parametrize("case", sorted(TAMPERING))
 def test_tampered_folder_is_refused(case, command, folder, tmp_path, capsys):
     tamper, needles = TAMPERING[case]
