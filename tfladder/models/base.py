@@ -232,11 +232,12 @@ class HierarchicalModel(keras.Model):
         With `repeats` = K: `[K * B]` weights of K samples per image, sample-major
         (see `infer`).
         """
+        copies = repeat_rows(x, repeats)
         if "repeats" in inspect.signature(self.infer).parameters:
             inference = self.infer(x, seed, training=training, repeats=repeats)
         else:   # A subclass whose infer predates `repeats`: a pass over the copies.
-            inference = self.infer(repeat_rows(x, repeats), seed, training=training)
-        log_w = inference.likelihood.log_prob(repeat_rows(x, repeats))
+            inference = self.infer(copies, seed, training=training)
+        log_w = inference.likelihood.log_prob(copies)
         for layer in inference.layers:
             log_w += tf.reduce_sum(layer.prior.log_prob(layer.z)
                                    - layer.posterior.log_prob(layer.z), axis=-1)
@@ -561,7 +562,7 @@ def repeat_rows(tensor, repeats):
 def repeat_normal(distribution, repeats):
     """A `tfd.Normal` whose `loc` and `scale` are `repeat_rows` of `distribution`'s."""
     if isinstance(repeats, int) and repeats == 1:
-        return distribution
+        return distribution   # the same object, not a copy
     return tfd.Normal(repeat_rows(distribution.loc, repeats),
                       repeat_rows(distribution.scale, repeats))
 
