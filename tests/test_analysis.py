@@ -191,3 +191,116 @@ def test_colour_structure_split_adds_up_and_separates_the_two():
     mixed = rng.random(shape)
     assert sum(analysis.colour_structure_variance(mixed)) == pytest.approx(
         analysis.pixel_variance(mixed), rel=1e-10)
+
+
+# ------------------------------------------- a generator with known factors
+class _Means:
+    def __init__(self, images):
+        self._images = images
+
+    def mean(self):
+        return self._images
+
+
+class KnownFactors:
+    """A hand-built 'model' whose layers control known factors of 8x8 colour images:
+    layer 1 (bottom) = a global colour offset per channel, layer 2 = the column of a
+    bright vertical bar (a shape: it moves no mean colour), layer 3 = nothing."""
+    latent_dims = [3, 1, 2]
+    num_layers = 3
+    size = 8
+
+    def prior_noise(self, num_samples, seed=0):
+        seeds = tf.unstack(tf.random.experimental.stateless_split(
+            analysis._stateless_seed(seed), self.num_layers))
+        return [tf.random.stateless_normal([num_samples, d], s)
+                for d, s in zip(self.latent_dims, seeds)]
+
+    def bar_column(self, e_shape):
+        return np.clip(np.floor((np.asarray(e_shape)[:, 0] + 2.0) * 2.0), 0, self.size - 1)
+
+    def generate(self, noise):
+        e_colour, e_shape, _ = (np.asarray(e) for e in noise)
+        colour = 0.5 + 0.2 * np.tanh(e_colour)                       # [N, 3]
+        images = np.tile(colour[:, None, None, :], (1, self.size, self.size, 1))
+        columns = self.bar_column(e_shape).astype(int)
+        images[np.arange(len(images)), :, columns, :] += 0.25
+        return _Means(tf.constant(images, tf.float32))
+
+
+def bar_classifier(images):
+    """Class = which quarter of the image holds the brightest column (one-hot)."""
+    profile = np.asarray(images).mean(axis=(1, 3))                  # [N, W]
+    return np.eye(4)[np.argmax(profile, -1) // 2]
+
+
+def test_layer_effects_recover_which_layer_moves_colour_and_which_the_shape():
+    effects = analysis.layer_effects(KnownFactors(), bar_classifier, num_images=40,
+                                     num_resamples=8, seed=0)
+    share, colour = effects.variance_share, effects.colour_share
+    assert share.shape == colour.shape == (3,)
+    np.testing.assert_allclose(share.sum(), 1.0)
+    assert share[0] > 0.1 and share[1] > 0.1 and share[2] == 0.0
+    assert colour[0] > 0.99           # the colour layer moves colour only
+    assert colour[1] < 0.01           # the bar moves no mean colour
+    assert colour[2] == 0.0           # an unused layer: no variation, share 0 (not NaN)
+    # The digit-like classifier follows the shape layer only.
+    assert effects.class_change_rate[0] == 0.0 and effects.class_change_rate[2] == 0.0
+    assert effects.class_change_rate[1] > 0.3
+
+
+def test_variance_and_colour_shares_by_hand():
+    np.testing.assert_allclose(analysis.variance_shares([1.0, 3.0, 0.0]), [0.25, 0.75, 0.0])
+    np.testing.assert_allclose(analysis.variance_shares([0.0, 0.0]), [0.0, 0.0])
+    np.testing.assert_allclose(analysis.colour_shares([0.5, 0.0, 0.0], [1.0, 2.0, 0.0]),
+                               [0.5, 0.0, 0.0])
+
+
+# ----------------------------------------------------------- linear probe
+class _Posterior:
+    def __init__(self, loc):
+        self.loc = tf.constant(loc, tf.float32)
+
+
+class ClassInTheSecondLayer:
+    """encode(x): layer 1 = noise unrelated to the class, layer 2 = a noisy one-hot code
+    of the class. The 'images' x are the labels themselves, shaped [N, 1, 1, 1]."""
+    latent_dims = [4, 5]
+
+    def encode(self, x):
+        labels = np.asarray(x)[:, 0, 0, 0].astype(int)
+        rng = np.random.RandomState(int(labels.sum()) % 1000 + len(labels))
+        noise = rng.randn(len(labels), 4)
+        code = 2.0 * np.eye(5)[labels] + 0.5 * rng.randn(len(labels), 5)
+        return [_Posterior(noise), _Posterior(code)]
+
+
+def test_linear_probe_finds_the_class_in_the_informative_layer_only():
+    rng = np.random.RandomState(0)
+    train_labels, test_labels = rng.randint(0, 5, 1000), rng.randint(0, 5, 400)
+    as_images = lambda labels: labels.astype(np.float32)[:, None, None, None]
+    probe = analysis.linear_probe(ClassInTheSecondLayer(), as_images(train_labels),
+                                  train_labels, as_images(test_labels), test_labels)
+    assert probe.test_accuracy.shape == (2,)
+    assert probe.test_accuracy[1] > 0.95
+    assert probe.test_accuracy[0] < probe.chance + 0.1
+    assert probe.all_layers_test_accuracy > 0.95
+    assert 0.2 <= probe.chance < 0.3
+
+
+def test_logistic_regression_separates_linearly_separable_classes():
+    rng = np.random.RandomState(1)
+    x = rng.randn(300, 2)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
+    predict = analysis.logistic_regression(x * 10.0 + 3.0, y, 2)   # scale-free: standardised
+    assert np.mean(predict(x * 10.0 + 3.0) == y) > 0.97
+
+
+def test_linear_probe_on_a_real_model(vlae):
+    rng = np.random.RandomState(0)
+    images = (rng.rand(30, *IMAGE_SHAPE) < 0.3).astype(np.float32)
+    labels = rng.randint(0, 3, 30)
+    probe = analysis.linear_probe(vlae, images[:20], labels[:20], images[20:], labels[20:],
+                                  num_steps=20)
+    assert probe.test_accuracy.shape == (3,) and probe.train_accuracy.shape == (3,)
+    assert np.all((probe.test_accuracy >= 0) & (probe.test_accuracy <= 1))

@@ -32,6 +32,21 @@ turns both into numbers for any tfladder family:
    I_l   = mean_{n,r} |ink(x_{n,r}) - ink(x_n)|,  ink(x) = mean pixel intensity
    ```
 
+   On colour images (the paper's Figures 6-7: colour at the bottom, shape
+   and identity above) each redraw's variance splits into the image's mean
+   colour and the rest (`colour_structure_variance`):
+
+   ```none
+   share_l  = V_l / sum_k V_k                  (variance_shares: who moves the image)
+   colour_l = V_colour,l / V_l                 (colour_shares: how much of it is colour)
+   ```
+
+3. **Which layer knows the class?** A linear probe per layer
+   (`linear_probe`): multinomial logistic regression from the posterior
+   mean E_q[z_l | x] of one layer alone to the label, trained on one split
+   and scored on another. Chance level means the layer holds no linearly
+   readable class information.
+
    For a Markov model (HVAE, LVAE, top-down VAE) e_l enters through
    z_l = mu_p,l(z_{l+1}) + sigma_p,l(z_{l+1}) e_l and reaches x through the
    layers below, whose noise stays fixed; for the VLAE the noise is z_l
@@ -96,6 +111,25 @@ class LayerEffects(NamedTuple):
     ink_change: np.ndarray                # [L] I_l, mean |ink(resampled) - ink(base)|
     class_change_rate: np.ndarray | None  # [L] C_l (None without a classifier)
     ink_change_same_class: np.ndarray | None  # [L] I_l over the resamples whose class held
+    colour_variance: np.ndarray | None = None  # [L] V_colour,l (colour_structure_variance)
+
+    @property
+    def variance_share(self):
+        """`[L]` V_l / sum_k V_k: the share of the per-layer variation each layer moves."""
+        return variance_shares(self.pixel_variance)
+
+    @property
+    def colour_share(self):
+        """`[L]` V_colour,l / V_l: the part of layer l's variation that is global colour."""
+        return colour_shares(self.colour_variance, self.pixel_variance)
+
+
+class LinearProbe(NamedTuple):
+    """Per-layer linear probes: posterior mean of one layer -> class."""
+    test_accuracy: np.ndarray     # [L] bottom -> top
+    train_accuracy: np.ndarray    # [L]
+    all_layers_test_accuracy: float   # every layer's mean concatenated
+    chance: float                 # share of the most frequent test class
 
 
 class ClassifierScores(NamedTuple):
@@ -313,10 +347,11 @@ def layer_effects(model, classifier=None, num_images=100, num_resamples=10, seed
     Returns:
       `LayerEffects` (arrays `[L]`, bottom -> top).
     """
-    variance, ink_changes, class_changes, same_class_ink = [], [], [], []
+    variance, ink_changes, class_changes, same_class_ink, colour = [], [], [], [], []
     mean_ink = None
     for layer in range(model.num_layers):
         resamples = resample_layer(model, layer, num_images, num_resamples, seed)
+        colour.append(colour_structure_variance(resamples)[0])
         base_ink = ink(resamples.base)                          # [N]
         delta_ink = np.abs(ink(resamples.resampled) - base_ink[:, None])   # [N, R]
         mean_ink = float(base_ink.mean())
@@ -339,7 +374,22 @@ def layer_effects(model, classifier=None, num_images=100, num_resamples=10, seed
         mean_ink=mean_ink,
         ink_change=np.array(ink_changes),
         class_change_rate=np.array(class_changes) if classifier is not None else None,
-        ink_change_same_class=np.array(same_class_ink) if classifier is not None else None)
+        ink_change_same_class=np.array(same_class_ink) if classifier is not None else None,
+        colour_variance=np.array(colour))
+
+
+def variance_shares(pixel_variances):
+    """`V_l / sum_k V_k` for per-layer variances `[L]` (0 everywhere if all are 0)."""
+    values = np.asarray(pixel_variances, np.float64)
+    total = values.sum()
+    return values / total if total > 0 else np.zeros_like(values)
+
+
+def colour_shares(colour_variances, pixel_variances):
+    """`V_colour,l / V_l` per layer (0 where a layer moves nothing)."""
+    colour = np.asarray(colour_variances, np.float64)
+    values = np.asarray(pixel_variances, np.float64)
+    return np.where(values > 0, colour / np.where(values > 0, values, 1.0), 0.0)
 
 
 def resampling_blocks(model, num_images=8, num_resamples=8, seed=0):
@@ -358,6 +408,84 @@ def resampling_blocks(model, num_images=8, num_resamples=8, seed=0):
 def resampling_figure(model, **kwargs):
     """`resampling_blocks` stacked top layer first, as the paper shows them."""
     return figures.stack_blocks(resampling_blocks(model, **kwargs)[::-1])
+
+
+# ------------------------------------------------------------ linear probe
+def posterior_means(model, images, batch_size=_GENERATE_BATCH):
+    """E_q[z_l | x] for every layer, bottom -> top: a list of `[N, d_l]` arrays."""
+    means = None
+    for start in range(0, len(images), batch_size):
+        chunk = [np.asarray(q.loc) for q in model.encode(images[start:start + batch_size])]
+        means = [[m] for m in chunk] if means is None else [a + [m] for a, m in
+                                                            zip(means, chunk)]
+    return [np.concatenate(m) for m in means]
+
+
+def linear_probe(model, train_images, train_labels, test_images, test_labels, l2=1e-4,
+                 num_steps=500):
+    """Test accuracy of a logistic regression from each layer's posterior mean to the class.
+
+    Args:
+      model: A `HierarchicalModel` (anything with `encode(x)` returning one
+        distribution with a `loc` per layer).
+      train_images, train_labels: The probe's training set (integer labels).
+      test_images, test_labels: Where its accuracy is measured.
+      l2, num_steps: As in `logistic_regression`.
+
+    Returns:
+      `LinearProbe` (arrays `[L]`, bottom -> top).
+    """
+    train_labels = np.asarray(train_labels).astype(np.int64).ravel()
+    test_labels = np.asarray(test_labels).astype(np.int64).ravel()
+    train = posterior_means(model, train_images)
+    test = posterior_means(model, test_images)
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    train_acc, test_acc = [], []
+    for features_train, features_test in zip(train, test):
+        fit = logistic_regression(features_train, train_labels, num_classes, l2, num_steps)
+        train_acc.append(float(np.mean(fit(features_train) == train_labels)))
+        test_acc.append(float(np.mean(fit(features_test) == test_labels)))
+    fit = logistic_regression(np.concatenate(train, 1), train_labels, num_classes, l2, num_steps)
+    everything = float(np.mean(fit(np.concatenate(test, 1)) == test_labels))
+    chance = float(np.bincount(test_labels).max() / len(test_labels))
+    return LinearProbe(test_accuracy=np.array(test_acc), train_accuracy=np.array(train_acc),
+                       all_layers_test_accuracy=everything, chance=chance)
+
+
+def logistic_regression(features, labels, num_classes, l2=1e-4, num_steps=500):
+    """Multinomial logistic regression by full-batch Nesterov gradient descent.
+
+    Features are standardised with the training statistics; the objective
+    (mean cross-entropy + l2/2 |W|^2) is convex, and the step 1/L uses its
+    Lipschitz bound L = lambda_max(X^T X / N) / 2 + l2.
+
+    Returns:
+      A function `features [M, d] -> predicted classes [M]`.
+    """
+    x = np.asarray(features, np.float64)
+    labels = np.asarray(labels).astype(np.int64).ravel()
+    mean, std = x.mean(0), x.std(0)
+    std = np.where(std > 1e-8, std, 1.0)
+
+    def design(values):
+        z = (np.asarray(values, np.float64) - mean) / std
+        return np.concatenate([z, np.ones((len(z), 1))], 1)
+
+    a = design(x)
+    onehot = np.eye(num_classes)[labels]
+    lipschitz = np.linalg.eigvalsh(a.T @ a / len(a)).max() / 2.0 + l2
+    step = 1.0 / lipschitz
+    weights = np.zeros((a.shape[1], num_classes))
+    previous = weights
+    for t in range(1, num_steps + 1):
+        look = weights + (t - 1.0) / (t + 2.0) * (weights - previous)
+        logits = a @ look
+        logits -= logits.max(1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(1, keepdims=True)
+        grad = a.T @ (probs - onehot) / len(a) + l2 * look
+        previous, weights = weights, look - step * grad
+    return lambda values: np.argmax(design(values) @ weights, -1)
 
 
 # ------------------------------------------------------------ classifiers
