@@ -13,7 +13,7 @@ filter); the generator mirrors all conv stages in `f_0`.
 """
 import keras
 
-from tfladder.layers.blocks import MLP, ConvStack, Flatten
+from tfladder.layers.blocks import MLP, ConvStack, Flatten, get_activation
 from tfladder.layers.stochastic import GaussianStochastic
 from tfladder.serialization import register
 
@@ -151,4 +151,105 @@ class GenerativeRung(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim, "units": self.units,
                 "num_layers": self.num_layers, "activation": self.activation,
+                "batch_norm": self.batch_norm}
+
+
+@register
+class SpatialGenerativeRung(keras.layers.Layer):
+    """A convolutional generative rung: `[h~_{l+1}, z_l] -> h~_l`, a feature map.
+
+    The generator of the VLAE paper's image models: a conv rung's latent
+    enters the decoder as a feature map at the resolution of the inference
+    rung that produced it, so that z_1 sits one or two (transposed)
+    convolutions from the pixels and z_L at the start of the deepest path.
+
+    ```none
+    m_l   = reshape(Dense(v_l(z_l)))                      [B, r, r, c_z]
+    a     = h~_{l+1}          (a map [B, r, r, c])   or
+            reshape(Dense(h~_{l+1}))  (flat: the output of a dense rung above)
+    h~_l  = Up_l(act(Conv3x3([a; m_l])))                   (Up_l: stride-2 transposed convs)
+    ```
+
+    Args:
+      latent_dim: Dimension of z_l.
+      units: Width of v_l.
+      map_shape: `(r, r, c)`, the shape of this level's feature map (the
+        output of inference rung l).
+      up_filters: Filters of the stride-2 transposed convolutions after the
+        merge (each doubles the resolution; may be empty).
+      latent_channels: Channels c_z of the latent's map.
+      activation, batch_norm: As in `MLP`.
+    """
+
+    def __init__(self, latent_dim, units, map_shape, up_filters=(), latent_channels=8,
+                 activation="relu", batch_norm=False, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = int(latent_dim)
+        self.units = int(units)
+        self.map_shape = tuple(int(d) for d in map_shape)
+        self.up_filters = [int(f) for f in up_filters]
+        self.latent_channels = int(latent_channels)
+        self.activation = activation
+        self.batch_norm = bool(batch_norm)
+        height, width, channels = self.map_shape
+        self._latent_map = (height, width, self.latent_channels)
+        self.flatten = Flatten()
+        self.v = MLP([self.units, height * width * self.latent_channels],
+                     activation=activation, batch_norm=batch_norm)
+        self.project = MLP([height * width * channels], activation=activation,
+                           batch_norm=batch_norm)
+        self.merge = keras.layers.Conv2D(channels, 3, padding="same", name="merge")
+        self.merge_norm = (keras.layers.BatchNormalization(synchronized=True)
+                           if self.batch_norm else None)
+        self.up = ConvStack(self.up_filters, transpose=True, activation=activation,
+                            batch_norm=batch_norm)
+        self._activation_fn = get_activation(activation)
+
+    def build(self, input_shape):
+        """`input_shape`: shape of z_l, or `[shape of h~_{l+1}, shape of z_l]`."""
+        height, width, channels = self.map_shape
+        if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
+            above_shape, z_shape = input_shape
+            above_channels = channels
+            if len(above_shape) == 2:
+                self.project.build(above_shape)
+            elif tuple(int(d) for d in above_shape[1:]) != self.map_shape:
+                raise ValueError(f"SpatialGenerativeRung {self.name}: the map from above has "
+                                 f"shape {tuple(above_shape[1:])}, expected {self.map_shape}.")
+        else:
+            z_shape, above_channels = input_shape, 0
+        self.v.build(z_shape)
+        merged = (z_shape[0], height, width, above_channels + self.latent_channels)
+        self.merge.build(merged)
+        if self.merge_norm is not None:
+            self.merge_norm.build((z_shape[0], height, width, channels))
+        self.up.build((z_shape[0], height, width, channels))
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        z_shape = input_shape[1] if isinstance(input_shape[0], (list, tuple)) else input_shape
+        return self.up.compute_output_shape((z_shape[0],) + self.map_shape)
+
+    def call(self, inputs, training=False):
+        """`inputs`: z_l (top rung) or `[h~_{l+1}, z_l]`."""
+        if isinstance(inputs, (list, tuple)):
+            above, z = inputs
+        else:
+            above, z = None, inputs
+        m = keras.ops.reshape(self.v(z, training=training), (-1,) + self._latent_map)
+        if above is not None:
+            if len(above.shape) == 2:
+                above = keras.ops.reshape(self.project(above, training=training),
+                                          (-1,) + self.map_shape)
+            m = keras.ops.concatenate([above, m], axis=-1)
+        h = self.merge(m)
+        if self.merge_norm is not None:
+            h = self.merge_norm(h, training=training)
+        h = self._activation_fn(h)
+        return self.up(h, training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim, "units": self.units,
+                "map_shape": list(self.map_shape), "up_filters": self.up_filters,
+                "latent_channels": self.latent_channels, "activation": self.activation,
                 "batch_norm": self.batch_norm}

@@ -10,6 +10,7 @@ nats, and whose `mean()` is the image a decoder "shows".
 | `bernoulli` | {0, 1} (binary) or [0, 1] | 1 (logits) |
 | `gaussian` | [0, 1] | 1 (loc; fixed or learned scale) |
 | `logistic_mixture` | 8-bit: k / 255 | 3 K (logits, loc, log scale) |
+| `discretized_logistic` | 8-bit: k / 255 | 1 (loc; one learned scale per channel) |
 """
 import math
 
@@ -177,6 +178,53 @@ class DiscretizedLogisticMixtureObservation(Observation):
         return {**super().get_config(), "num_components": self.num_components}
 
 
+@register
+class DiscretizedLogisticObservation(Observation):
+    """8-bit pixels: a discretised logistic with one learned scale per channel.
+
+    The discrete counterpart of a Gaussian with a learned per-channel
+    variance (the VLAE paper's fixed-variance Gaussian, with the variance
+    learned and the likelihood an honest probability of the 8-bit value).
+    The decoder gives only the location; every pixel of a channel shares the
+    scale, so the likelihood cannot absorb image-specific variation such as
+    colour or light into per-pixel scales: the latents must explain it.
+    See `DiscretizedLogisticMixture` (K = 1) for the bin probabilities.
+
+    Args:
+      init_scale: Initial scale on [0, 1] pixels (the centred scale is twice it).
+      min_log_scale: Floor of the log scale on the centred scale.
+    """
+
+    support = "8-bit values k / 255 in [0, 1] (uint8 images scaled to [0, 1])"
+
+    def __init__(self, init_scale=0.1, min_log_scale=-7.0, **kwargs):
+        super().__init__(**kwargs)
+        if not (isinstance(init_scale, (int, float)) and init_scale > 0):
+            raise ValueError(f"init_scale must be a positive float, got {init_scale!r}.")
+        self.init_scale = float(init_scale)
+        self.min_log_scale = float(min_log_scale)
+
+    def build(self, input_shape):
+        self.log_scale = self.add_weight(
+            name="log_scale", shape=(int(input_shape[-1]),),
+            initializer=keras.initializers.Constant(math.log(2.0 * self.init_scale)))
+        self.built = True
+
+    def distribution(self, params):
+        loc = params[..., None]
+        log_scale = tf.maximum(tf.cast(self.log_scale, params.dtype), self.min_log_scale)
+        log_scale = tf.zeros_like(loc) + log_scale[:, None]
+        return DiscretizedLogisticMixture(tf.zeros_like(loc), loc, log_scale)
+
+    def in_support(self, x):
+        on_grid = tf.reduce_all(tf.abs(tf.round(x * 255.0) - x * 255.0) < 1e-3)
+        return tf.logical_and(super().in_support(x), on_grid)
+
+    def get_config(self):
+        return {**super().get_config(), "init_scale": self.init_scale,
+                "min_log_scale": self.min_log_scale}
+
+
 class DiscretizedLogisticMixture:
     """Distribution over 8-bit images, x = k / 255 with k in {0, ..., 255}.
 
@@ -253,6 +301,7 @@ OBSERVATIONS = {
     "bernoulli": BernoulliObservation,
     "gaussian": GaussianObservation,
     "logistic_mixture": DiscretizedLogisticMixtureObservation,
+    "discretized_logistic": DiscretizedLogisticObservation,
 }
 
 

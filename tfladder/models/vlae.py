@@ -22,12 +22,21 @@ decoder input z_l -> alpha_l(t) * z_l,
 
 so that the deepest path claims the factors that explain most of the data
 (identity) before the shallow paths can.
+
+Generators. `generator="dense"` (the default) combines every latent in dense
+rungs and decodes z~_1 with one conv decoder f_0 mirroring all conv stages,
+so every latent, z_1 included, reaches the pixels through the whole decoder.
+`generator="spatial"` follows the paper's image models: the latent of a
+conv rung enters the decoder as a feature map at that rung's resolution
+(`SpatialGenerativeRung`), so z_1 is one or two convolutions from the
+pixels and can only make shallow, low-level changes (colour, local shape),
+while z_L passes through the whole decoder. The flat prior is unchanged.
 """
 import tensorflow as tf
 
 from tfladder import gaussian
-from tfladder.layers.blocks import ImageDecoder
-from tfladder.layers.ladder import GenerativeRung, InferenceRung
+from tfladder.layers.blocks import ImageDecoder, ImageHead
+from tfladder.layers.ladder import GenerativeRung, InferenceRung, SpatialGenerativeRung
 from tfladder.models.base import (HierarchicalModel, InferencePass, LayerTerms, check_noise,
                                   check_non_negative_int, draw, layer_seeds, per_layer,
                                   repeat_normal, standard_normal)
@@ -75,7 +84,8 @@ class VariationalLadderAutoencoder(HierarchicalModel):
     def __init__(self, image_shape, latent_dims, hidden_units=1024, conv_filters=None,
                  num_hidden_layers=2, activation="leaky_relu", generative_activation="relu",
                  batch_norm=False, min_scale=1e-3, ladder_resolution=None,
-                 progressive_steps=0, fade_in_steps=0, **kwargs):
+                 progressive_steps=0, fade_in_steps=0, generator="dense",
+                 latent_map_size=512, **kwargs):
         super().__init__(image_shape, latent_dims, **kwargs)
         self.hidden_units = per_layer("hidden_units", hidden_units, self.num_layers)
         if conv_filters is None:
@@ -96,6 +106,13 @@ class VariationalLadderAutoencoder(HierarchicalModel):
         self.ladder_resolution = ladder_resolution
         self.progressive_steps = check_non_negative_int("progressive_steps", progressive_steps)
         self.fade_in_steps = check_non_negative_int("fade_in_steps", fade_in_steps)
+        if generator not in ("dense", "spatial"):
+            raise ValueError(f"generator must be 'dense' or 'spatial', got {generator!r}.")
+        if generator == "spatial" and not any(conv_rungs):
+            raise ValueError("generator='spatial' needs at least one convolutional rung "
+                             "(conv_filters).")
+        self.generator = generator
+        self.latent_map_size = check_non_negative_int("latent_map_size", latent_map_size)
 
         self.inference_rungs, self.generative_rungs = [], []
         for l in range(self.num_layers):
@@ -104,15 +121,42 @@ class VariationalLadderAutoencoder(HierarchicalModel):
                 num_layers=self.num_hidden_layers, activation=activation,
                 batch_norm=self.batch_norm, min_scale=self.min_scale,
                 ladder_resolution=ladder_resolution, name=f"inference_{l + 1}"))
-            self.generative_rungs.append(GenerativeRung(
-                self.latent_dims[l], self.hidden_units[l], num_layers=self.num_hidden_layers,
-                activation=generative_activation, batch_norm=self.batch_norm,
-                name=f"generative_{l + 1}"))
-        # f_0: z~_1 -> likelihood parameters, mirroring every conv stage of the inference path.
-        self.image_decoder = ImageDecoder(
-            self.image_shape, self.params_per_channel,
-            conv_filters=[f for filters in self.conv_filters for f in filters],
-            activation=generative_activation, batch_norm=self.batch_norm, name="f_0")
+            if self.generator == "spatial" and self.conv_filters[l]:
+                self.generative_rungs.append(self._spatial_rung(l))
+            else:
+                self.generative_rungs.append(GenerativeRung(
+                    self.latent_dims[l], self.hidden_units[l],
+                    num_layers=self.num_hidden_layers, activation=generative_activation,
+                    batch_norm=self.batch_norm, name=f"generative_{l + 1}"))
+        if self.generator == "spatial":
+            # The bottom rung ends at half the image resolution; the head's
+            # stride-2 transposed convolution produces the likelihood parameters.
+            self.image_decoder = ImageHead(self.image_shape, self.params_per_channel,
+                                           name="f_0")
+        else:
+            # f_0: z~_1 -> likelihood parameters, mirroring every conv stage of the
+            # inference path.
+            self.image_decoder = ImageDecoder(
+                self.image_shape, self.params_per_channel,
+                conv_filters=[f for filters in self.conv_filters for f in filters],
+                activation=generative_activation, batch_norm=self.batch_norm, name="f_0")
+
+    def _spatial_rung(self, l):
+        """The `SpatialGenerativeRung` of conv rung l (0-based), mirroring its convs."""
+        size = self.image_shape[0]
+        for filters in self.conv_filters[:l + 1]:
+            size //= 2 ** len(filters)
+        if size < 1 or self.image_shape[0] % (size * 2 ** sum(
+                len(f) for f in self.conv_filters[:l + 1])):
+            raise ValueError(f"image size {self.image_shape[:2]} is not divisible by the "
+                             f"stride-2 stages of conv_filters {self.conv_filters}.")
+        channels = self.conv_filters[l][-1]
+        up = self.conv_filters[l][::-1][1:] + ([self.conv_filters[l - 1][-1]] if l else [])
+        latent_channels = max(1, min(channels, self.latent_map_size // (size * size)))
+        return SpatialGenerativeRung(
+            self.latent_dims[l], self.hidden_units[l], (size, size, channels), up_filters=up,
+            latent_channels=latent_channels, activation=self.generative_activation,
+            batch_norm=self.batch_norm, name=f"generative_{l + 1}")
 
     def infer(self, x, seed, training=False, use_mean=False, repeats=1):
         seeds = layer_seeds(seed, self.num_layers)
@@ -176,4 +220,5 @@ class VariationalLadderAutoencoder(HierarchicalModel):
                 "generative_activation": self.generative_activation,
                 "batch_norm": self.batch_norm, "min_scale": self.min_scale,
                 "ladder_resolution": self.ladder_resolution,
-                "progressive_steps": self.progressive_steps, "fade_in_steps": self.fade_in_steps}
+                "progressive_steps": self.progressive_steps, "fade_in_steps": self.fade_in_steps,
+                "generator": self.generator, "latent_map_size": self.latent_map_size}
