@@ -3,6 +3,7 @@
 
 python benchmarks/layer_variation.py [--models hvae_mnist,vlae_mnist] [--num-images 100]
     [--num-resamples 10] [--extra-models vlae_svhn,vlae_celeba]
+    [--colour-images 60] [--colour-resamples 8]
 
 For every MNIST model (zoo names or trained variant folders): redraw the prior
 noise of one layer at a time while holding the others fixed
@@ -10,18 +11,30 @@ noise of one layer at a time while holding the others fixed
 controls, the share of generated digits whose class changes (digit classifier
 trained here) and the change in ink (stroke thickness proxy). Figures:
 per-layer resampling grids for each model side by side, the 2-D grid
-traversals of every model whose layers are all 2-D (vlae_mnist), and
-resampling grids of `--extra-models` that are shipped (skipped with a note
-otherwise). Writes benchmarks/results/layer_variation.md and PNGs.
+traversals of every model whose layers are all 2-D (vlae_mnist), and a
+linear probe per layer (`analysis.linear_probe`: logistic regression from
+one layer's posterior mean to the digit, MNIST train -> test).
+
+For the colour models of `--extra-models` (issue 12; skipped with a note if
+not shipped): the share of the per-layer variation each layer moves, the
+share of it that is global colour (`LayerEffects.variance_share`,
+`colour_share`), KL per layer on the test split, the per-layer resampling
+grids and the issue's goals checked; for SVHN models also the rate at which
+an SVHN digit classifier (a small CNN trained here on the subset's 9,000
+training images, its test accuracy reported) changes its answer, and the
+linear probe per layer. Writes benchmarks/results/layer_variation.md and PNGs.
 """
+import json
 import pathlib
 import sys
 import time
 
+import keras
+import numpy as np
 from absl import app, flags
 
 import common
-from tfladder import analysis, figures, zoo
+from tfladder import analysis, data, evaluation, figures, zoo
 
 flags.DEFINE_list("models", ["hvae_mnist", "vlae_mnist"],
                   "MNIST models (zoo names or trained variant folders), compared side by side.")
@@ -35,9 +48,124 @@ flags.DEFINE_integer("grid-resamples", 8, "Redraws (columns) of each resampling 
 flags.DEFINE_integer("seed", 0, "Seed of every draw.")
 flags.DEFINE_integer("classifier-epochs", 3, "Epochs of the digit classifier.")
 flags.DEFINE_string("out-dir", "benchmarks/results", "Where the .md and .png files go.")
+flags.DEFINE_integer("colour-images", 60, "Base codes N per layer for the colour models.")
+flags.DEFINE_integer("colour-resamples", 8, "Redraws R per base code for the colour models.")
+flags.DEFINE_integer("svhn-classifier-epochs", 10, "Epochs of the SVHN digit classifier.")
+flags.DEFINE_integer("probe-train-limit", 20000,
+                     "Training images of the MNIST linear probe (the first N).")
+flags.DEFINE_integer("kl-images", 1000, "Test images for the KL per layer of colour models.")
+
+# Issue 12's goals for the colour models (bottom -> top layers).
+BOTTOM_COLOUR_MIN, TOP_COLOUR_MAX, MIN_SHARE, MIN_KL = 0.50, 0.35, 0.05, 1.0
+
+PAPER = {
+    "svhn": "bottom = colour scheme; 2 = shape variations of the same digit; 3 = digit "
+            "identity; top = general structure of the image",
+    "celeba": "bottom = ambient colour; 2 = skin and hair colour; 3 = face identity; "
+              "top = pose and general structure",
+}
 
 
-def effect_rows(tag, model, effects):
+def labelled(source, split, limit=None):
+    """`(images in [0, 1], integer labels)` of an `.npz` split that has `y_<split>`."""
+    images = data.load_arrays(source, split, limit=limit)
+    with np.load(source) as arrays:
+        labels = arrays[f"y_{split}"][:len(images)].astype(np.int64)
+    return images, labels
+
+
+def svhn_classifier(source, epochs, seed, cache_dir=common.CLASSIFIER_CACHE):
+    """A small CNN trained on the SVHN subset's training split, and its test accuracy.
+
+    Cached in `cache_dir` (keyed on epochs and seed). Returns `(probabilities_fn, info)`.
+    """
+    def build():
+        return keras.Sequential([
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(128, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(10, activation="softmax")])
+
+    weights = pathlib.Path(cache_dir) / f"svhn_classifier_e{epochs}_s{seed}.weights.h5"
+    info_path = weights.with_suffix("").with_suffix(".json")
+    if weights.exists() and info_path.exists():
+        classifier = build()
+        classifier.load_weights(str(weights))
+        return common.probabilities_fn(classifier), {**json.loads(info_path.read_text()),
+                                                     "cached": True}
+    keras.utils.set_random_seed(seed)
+    classifier = build()
+    classifier.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                       metrics=["accuracy"])
+    train_x, train_y = labelled(source, "train")
+    test_x, test_y = labelled(source, "test")
+    started = time.time()
+    classifier.fit(train_x, train_y, batch_size=64, epochs=epochs, verbose=2)
+    _, accuracy = classifier.evaluate(test_x, test_y, batch_size=500, verbose=0)
+    info = {"test_accuracy": float(accuracy), "epochs": epochs, "seed": seed,
+            "num_train": len(train_x), "num_test": len(test_x),
+            "train_seconds": round(time.time() - started, 1)}
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    classifier.save_weights(str(weights))
+    info_path.write_text(json.dumps(info))
+    return common.probabilities_fn(classifier), {**info, "cached": False}
+
+
+def data_source(name):
+    """The `.npz` a trained variant folder was trained on (its config.json)."""
+    config = json.loads((zoo.artifact_dir(name) / zoo.CONFIG).read_text())
+    return (config.get("data") or {}).get("source")
+
+
+def kl_per_layer(model, images, batch_size=100):
+    """Mean KL per layer (nats) over `images`, posterior samples with a fixed seed."""
+    kl = [model.elbo_terms(images[s:s + batch_size], seed=s).kl_per_layer.numpy()
+          for s in range(0, len(images), batch_size)]
+    return np.concatenate(kl).mean(0)
+
+
+def goal_lines(colour, share, kl, class_change=None, probe=None):
+    """Issue 12's goals, each with the measured numbers and the margin."""
+    top = len(colour) - 1
+    above = max(colour[1], colour[2]) if len(colour) > 2 else 0.0
+    lines = [
+        f"- bottom colour share >= {BOTTOM_COLOUR_MIN:.0%} and above layers 2 and 3: "
+        f"{colour[0]:.0%} vs {colour[1]:.0%} / {colour[2]:.0%} — "
+        + ("met" if colour[0] >= BOTTOM_COLOUR_MIN and colour[0] > above else
+           f"missed (by {max(BOTTOM_COLOUR_MIN - colour[0], above - colour[0], 0):.0%} points)"),
+        f"- top colour share <= {TOP_COLOUR_MAX:.0%}: {colour[top]:.0%} — "
+        + ("met" if colour[top] <= TOP_COLOUR_MAX else
+           f"missed by {colour[top] - TOP_COLOUR_MAX:.0%} points"),
+        f"- every layer moves >= {MIN_SHARE:.0%} of the variation: "
+        + " / ".join(f"{v:.0%}" for v in share) + " — "
+        + ("met" if share.min() >= MIN_SHARE else
+           f"missed (smallest {share.min():.1%})"),
+        f"- every layer has KL >= {MIN_KL:g} nat: " + " / ".join(f"{v:.2f}" for v in kl)
+        + " — " + ("met" if kl.min() >= MIN_KL else f"missed (smallest {kl.min():.2f})"),
+    ]
+    if class_change is not None:
+        upper = max(class_change[2:])
+        lines.append(f"- the digit changes more often for layer 3 or 4 than for layer 1: "
+                     f"{class_change[0]:.0%} (layer 1) vs {class_change[2]:.0%} / "
+                     f"{class_change[3]:.0%} — "
+                     + ("met" if upper > class_change[0] else
+                        f"missed by {class_change[0] - upper:.0%} points"))
+    if probe is not None:
+        best = int(np.argmax(probe.test_accuracy))
+        lines.append(f"- the linear probe finds the digit mainly above layer 1: best layer "
+                     f"{best + 1} ({probe.test_accuracy[best]:.0%}; layer 1 "
+                     f"{probe.test_accuracy[0]:.0%}) — " + ("met" if best > 0 else "missed"))
+    return lines
+
+
+def effect_rows(tag, model, effects, probe):
     rows = []
     for layer in range(model.num_layers):
         variance = effects.pixel_variance[layer]
@@ -47,7 +175,8 @@ def effect_rows(tag, model, effects):
             f"{variance / effects.total_pixel_variance:.0%}",
             f"{effects.class_change_rate[layer]:.0%}",
             f"{effects.ink_change[layer] / effects.mean_ink:.1%}",
-            f"{effects.ink_change_same_class[layer] / effects.mean_ink:.1%}"])
+            f"{effects.ink_change_same_class[layer] / effects.mean_ink:.1%}",
+            f"{probe.test_accuracy[layer]:.1%}"])
     return rows
 
 
@@ -61,15 +190,161 @@ def main(argv):
     judge = common.probabilities_fn(classifier)
     grid_options = dict(num_images=options.grid_images, num_resamples=options.grid_resamples,
                         seed=options.seed)
+    probe_train = common.mnist_with_labels(options.mnist, "train", limit=options.probe_train_limit)
+    probe_test = common.mnist_with_labels(options.mnist, "test")
 
     descriptions, tags, rows, grids, totals, figure_lines = [], [], [], [], [], []
+    probe_notes = []
     for name in options.models:
         model, description, tag = common.load_model(name)
         descriptions.append(f"- {description}")
         tags.append(tag)
         effects = analysis.layer_effects(model, judge, options.num_images, options.num_resamples,
                                          options.seed)
-        rows += effect_rows(tag, model, effects)
+        binarize = json.loads((zoo.artifact_dir(name) / zoo.CONFIG).read_text()).get(
+            "data", {}).get("binarize")
+        probe_images = [evaluation.binarize_for_evaluation(x, binarize)[0]
+                        for x in (probe_train[0], probe_test[0])]
+        probe = analysis.linear_probe(model, probe_images[0], probe_train[1], probe_images[1],
+                                      probe_test[1])
+        rows += effect_rows(tag, model, effects, probe)
+        probe_notes.append(f"{tag}: all layers together {probe.all_layers_test_accuracy:.1%}")
+        totals.append(f"{tag}: {effects.total_pixel_variance:.4f}")
+        grid = analysis.resampling_figure(model, **grid_options)
+        figures.save_png(grid, out_dir / f"layer_resampling_{tag}.png")
+        grids.append(grid)
+        if all(dim == 2 for dim in model.latent_dims):
+            figures.save_png(figures.traversal_figure(model, seed=options.seed),
+                             out_dir / f"layer_traversal_{tag}.png")
+            figure_lines += [
+                f"![{tag} traversals](layer_traversal_{tag}.png)", "",
+                f"{tag}: 2-D grid traversals on [-2, 2]^2, one block per layer, top layer "
+                "first; only that layer's code moves (the paper's Figure 5).", ""]
+    figures.save_png(common.side_by_side(grids, gap=16), out_dir / "layer_variation.png")
+
+    extra_lines, svhn_info = [], None
+    for name in options.extra_models:
+        try:
+            model, description, tag = common.load_model(name)
+        except FileNotFoundError:
+            extra_lines.append(f"- `{name}`: not shipped in zoo/ yet; skipped.")
+            continue
+        source = data_source(name) or ""
+        dataset = "svhn" if "svhn" in source else "celeba" if "celeba" in source else None
+        classifier = probe = None
+        if dataset == "svhn":
+            classifier, svhn_info = svhn_classifier(source, options.svhn_classifier_epochs,
+                                                    options.seed)
+            probe = analysis.linear_probe(model, *labelled(source, "train"),
+                                          *labelled(source, "test"))
+        effects = analysis.layer_effects(model, classifier, options.colour_images,
+                                         options.colour_resamples, options.seed)
+        kl = kl_per_layer(model, data.load_arrays(source, "test", limit=options.kl_images))
+        share, colour = effects.variance_share, effects.colour_share
+        figures.save_png(analysis.resampling_figure(model, **grid_options),
+                         out_dir / f"layer_resampling_{tag}.png")
+        colour_rows = []
+        for layer in range(model.num_layers):
+            label = f"{layer + 1}" + (" (top)" if layer == model.num_layers - 1 else "")
+            colour_rows.append(
+                [label, str(model.latent_dims[layer]), f"{kl[layer]:.2f}",
+                 f"{effects.pixel_variance[layer]:.4f}", f"{share[layer]:.2f}",
+                 f"{colour[layer]:.2f}"]
+                + ([f"{effects.class_change_rate[layer]:.0%}"] if classifier else [])
+                + ([f"{probe.test_accuracy[layer]:.1%}"] if probe else []))
+        header = (["layer", "dim", "KL (nats, test)", "pixel variance", "variance share",
+                   "colour share"] + (["digit changes"] if classifier else [])
+                  + (["linear probe (test acc.)"] if probe else []))
+        extra_lines += [
+            f"### {tag}", "", f"Model: {description}.", "",
+            f"Paper (Figure {'6' if dataset == 'svhn' else '7'}): {PAPER.get(dataset, '?')}.",
+            "", *common.markdown_table(header, colour_rows), "",
+            f"Resampling with every layer redrawn moves pixel variance "
+            f"{effects.total_pixel_variance:.4f}."
+            + (f" Linear probe on all layers together: {probe.all_layers_test_accuracy:.1%} "
+               f"(chance {probe.chance:.1%})." if probe else ""), "",
+            "Goals of issue 12:", "",
+            *goal_lines(colour, share, kl,
+                        effects.class_change_rate if classifier else None, probe), "",
+            f"![{tag} resampling](layer_resampling_{tag}.png)", "",
+            f"{tag}: one block per layer, top layer first; row = a base code, column 1 = its "
+            "image, the other columns = only that layer's noise redrawn (the paper's Figures "
+            "6-7).", ""]
+
+    lines = [
+        f"- bottom colour share >= {BOTTOM_COLOUR_MIN:.0%} and above layers 2 and 3: "
+        f"{colour[0]:.0%} vs {colour[1]:.0%} / {colour[2]:.0%} — "
+        + ("met" if colour[0] >= BOTTOM_COLOUR_MIN and colour[0] > above else
+           f"missed (by {max(BOTTOM_COLOUR_MIN - colour[0], above - colour[0], 0):.0%} points)"),
+        f"- top colour share <= {TOP_COLOUR_MAX:.0%}: {colour[top]:.0%} — "
+        + ("met" if colour[top] <= TOP_COLOUR_MAX else
+           f"missed by {colour[top] - TOP_COLOUR_MAX:.0%} points"),
+        f"- every layer moves >= {MIN_SHARE:.0%} of the variation: "
+        + " / ".join(f"{v:.0%}" for v in share) + " — "
+        + ("met" if share.min() >= MIN_SHARE else
+           f"missed (smallest {share.min():.1%})"),
+        f"- every layer has KL >= {MIN_KL:g} nat: " + " / ".join(f"{v:.2f}" for v in kl)
+        + " — " + ("met" if kl.min() >= MIN_KL else f"missed (smallest {kl.min():.2f})"),
+    ]
+    if class_change is not None:
+        upper = max(class_change[2:])
+        lines.append(f"- the digit changes more often for layer 3 or 4 than for layer 1: "
+                     f"{class_change[0]:.0%} (layer 1) vs {class_change[2]:.0%} / "
+                     f"{class_change[3]:.0%} — "
+                     + ("met" if upper > class_change[0] else
+                        f"missed by {class_change[0] - upper:.0%} points"))
+    if probe is not None:
+        best = int(np.argmax(probe.test_accuracy))
+        lines.append(f"- the linear probe finds the digit mainly above layer 1: best layer "
+                     f"{best + 1} ({probe.test_accuracy[best]:.0%}; layer 1 "
+                     f"{probe.test_accuracy[0]:.0%}) — " + ("met" if best > 0 else "missed"))
+    return lines
+
+
+def effect_rows(tag, model, effects, probe):
+    rows = []
+    for layer in range(model.num_layers):
+        variance = effects.pixel_variance[layer]
+        rows.append([
+            tag, f"{layer + 1}" + (" (top)" if layer == model.num_layers - 1 else ""),
+            model.latent_dims[layer], f"{variance:.4f}",
+            f"{variance / effects.total_pixel_variance:.0%}",
+            f"{effects.class_change_rate[layer]:.0%}",
+            f"{effects.ink_change[layer] / effects.mean_ink:.1%}",
+            f"{effects.ink_change_same_class[layer] / effects.mean_ink:.1%}",
+            f"{probe.test_accuracy[layer]:.1%}"])
+    return rows
+
+
+def main(argv):
+    options = common.flag_values()
+    started = time.time()
+    out_dir = pathlib.Path(options.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classifier, classifier_info = common.digit_classifier(
+        options.mnist, options.classifier_epochs, options.seed)
+    judge = common.probabilities_fn(classifier)
+    grid_options = dict(num_images=options.grid_images, num_resamples=options.grid_resamples,
+                        seed=options.seed)
+    probe_train = common.mnist_with_labels(options.mnist, "train", limit=options.probe_train_limit)
+    probe_test = common.mnist_with_labels(options.mnist, "test")
+
+    descriptions, tags, rows, grids, totals, figure_lines = [], [], [], [], [], []
+    probe_notes = []
+    for name in options.models:
+        model, description, tag = common.load_model(name)
+        descriptions.append(f"- {description}")
+        tags.append(tag)
+        effects = analysis.layer_effects(model, judge, options.num_images, options.num_resamples,
+                                         options.seed)
+        binarize = json.loads((zoo.artifact_dir(name) / zoo.CONFIG).read_text()).get(
+            "data", {}).get("binarize")
+        probe_images = [evaluation.binarize_for_evaluation(x, binarize)[0]
+                        for x in (probe_train[0], probe_test[0])]
+        probe = analysis.linear_probe(model, probe_images[0], probe_train[1], probe_images[1],
+                                      probe_test[1])
+        rows += effect_rows(tag, model, effects, probe)
+        probe_notes.append(f"{tag}: all layers together {probe.all_layers_test_accuracy:.1%}")
         totals.append(f"{tag}: {effects.total_pixel_variance:.4f}")
         grid = analysis.resampling_figure(model, **grid_options)
         figures.save_png(grid, out_dir / f"layer_resampling_{tag}.png")
@@ -126,7 +401,12 @@ def main(argv):
         "redraws and over the redraws whose class held.", "",
         *common.markdown_table(
             ["model", "layer", "dim", "pixel variance", "share of total", "class changes",
-             "ink change", "ink change, class kept"], rows),
+             "ink change", "ink change, class kept", "linear probe (test acc.)"], rows),
+        "",
+        f"*Linear probe*: multinomial logistic regression from the posterior mean of that "
+        f"layer alone to the digit, trained on the first {options.probe_train_limit} MNIST "
+        f"training digits (binarized as for the model's evaluation), accuracy on the 10,000 "
+        f"test digits ({'; '.join(probe_notes)}; chance 11.4%).",
         "",
         "Paper (Zhao et al. 2017): for a hierarchical VAE (Figure 3) the variation is "
         "concentrated in one layer and the others are nearly unused; for the VLAE on MNIST "
@@ -138,11 +418,21 @@ def main(argv):
         "Within each, one block per layer, top layer first; row = a base code, column 1 = "
         "its image, the other columns = that layer's noise redrawn.", "",
         *figure_lines,
-        "Other VLAE variants (per-layer resampling grids, the paper's Figures 6-7). Their "
-        "variance is split into the image's mean colour (global colour and light) and the "
-        "rest (structure: shape, identity, pose), `analysis.colour_structure_variance`; the "
-        "paper's claim is a high colour share in the lower layers and a low one at the top.",
-        "",
+        "## Colour images (issue 12; the paper's Figures 6-7)", "",
+        f"Protocol: {options.colour_images} base codes, {options.colour_resamples} redraws of "
+        "one layer's noise per code (seed "
+        f"{options.seed}), likelihood means. *variance share*: the layer's pixel variance over "
+        "the sum over layers; *colour share*: the part of the layer's variance that is the "
+        "image's mean colour per channel (`analysis.colour_structure_variance`: global colour "
+        "and light), the rest being structure (shape, identity, pose); *KL*: mean over the "
+        f"first {options.kl_images} test images. "
+        + (f"*digit changes*: share of redraws whose class, by an SVHN classifier (small CNN "
+           f"trained here for {svhn_info['epochs']} epochs on the {svhn_info['num_train']} "
+           f"training images of the SVHN subset), differs from the base image's; the "
+           f"classifier's **test accuracy is {svhn_info['test_accuracy']:.1%}** on the "
+           f"{svhn_info['num_test']} test images. *linear probe*: logistic regression from "
+           "that layer's posterior mean alone to the digit, SVHN subset train -> test."
+           if svhn_info else ""), "",
         *extra_lines, "",
         common.runtime_line(started, classifier_info),
     ]

@@ -16,7 +16,7 @@ import sys
 
 from absl import app, flags
 
-from tfladder import modelcard, zoo
+from tfladder import artifacts, zoo
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("variants", ["vae_mnist", "hvae_mnist", "lvae_mnist", "topdown_mnist",
@@ -79,11 +79,12 @@ def main(argv):
         if name == "lvae_mnist" and train:
             curves.append((f"{name} train", train, ":"))
         if FLAGS.write_to_artifacts:
-            folder = zoo.artifact_dir(name)
-            plot([(f"{name} test", test, "-"), (f"{name} train", train, ":")],
-                 folder / "learning_curve.png", f"{name}: ELBO per epoch")
-            modelcard.render(folder)
-            zoo.write_checksums(folder)
+            artifacts.update_folder(
+                zoo.artifact_dir(name),
+                lambda staged, n=name, te=test, tr=train: plot(
+                    [(f"{n} test", te, "-"), (f"{n} train", tr, ":")],
+                    staged / "learning_curve.png", f"{n}: ELBO per epoch"),
+                description=zoo.get(name).description, files=["learning_curve.png"])
     if not curves:
         raise SystemExit(f"None of {FLAGS.variants} is shipped with a history.")
     plot(curves, out.with_suffix(".png"), "Test ELBO per epoch (dynamically binarized MNIST)")

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from tfladder import callbacks as callbacks_lib
-from tfladder import data, training, zoo
+from tfladder import data, fileio, training, zoo
 from tfladder.callbacks import CheckpointError, EpochCheckpoint
 from tfladder.models import FAMILIES
 from tests.helpers import small_model
@@ -179,7 +179,7 @@ class SimulatedDeath(BaseException):
 def test_death_between_temp_file_and_rename_keeps_the_previous_checkpoint(
         tmp_path, monkeypatch):
     workdir = tmp_path / "w"
-    real_commit = callbacks_lib._commit
+    real_commit = fileio._commit
     commits = []
 
     def dying_commit(tmp, path):
@@ -189,10 +189,10 @@ def test_death_between_temp_file_and_rename_keeps_the_previous_checkpoint(
             raise SimulatedDeath()
         real_commit(tmp, path)
 
-    monkeypatch.setattr(callbacks_lib, "_commit", dying_commit)
+    monkeypatch.setattr(fileio, "_commit", dying_commit)
     with pytest.raises(SimulatedDeath):
         training.train("vae_mnist", workdir, epochs=3, **TINY)
-    monkeypatch.setattr(callbacks_lib, "_commit", real_commit)
+    monkeypatch.setattr(fileio, "_commit", real_commit)
     assert commits == ["latest.weights.h5", "training_metadata.json", "latest.weights.h5"]
 
     backup = workdir / "backup"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tfladder
-from tfladder import data, evaluation, modelcard, training, zoo
+from tfladder import artifacts, data, evaluation, modelcard, training, zoo
 from tfladder.models import FAMILIES, HierarchicalModel
 
 # name -> (family class, latent_dims, image_shape): the zoo as documented.
@@ -284,14 +284,14 @@ def _path_outside_folder(folder):
     outside = folder.parent / "outside.txt"
     outside.write_text("not part of the variant\n")
     with open(folder / "SHA256SUMS", "a") as handle:
-        handle.write(f"{zoo._sha256(outside)}  ../outside.txt\n")
+        handle.write(f"{artifacts.sha256(outside)}  ../outside.txt\n")
 
 
 def _absolute_path(folder):
     outside = folder.parent / "outside.txt"
     outside.write_text("not part of the variant\n")
     with open(folder / "SHA256SUMS", "a") as handle:
-        handle.write(f"{zoo._sha256(outside)}  {outside.resolve()}\n")
+        handle.write(f"{artifacts.sha256(outside)}  {outside.resolve()}\n")
 
 
 TAMPERING = {

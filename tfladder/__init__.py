@@ -6,11 +6,16 @@ Families: `VAE`, `HierarchicalVAE` (stacked), `LadderVAE` (Sonderby et al.
 and model for Keras serialization under the "tfladder" package;
 `tfladder.load_keras(path)` loads a `.keras` file in Keras safe mode.
 """
-from tfladder import (callbacks, data, distribute, evaluation, export, figures, gaussian, layers,
-                      modelcard, models, training, zoo)
+from tfladder import quiet as _quiet
+
+_quiet.silence_native_logs()   # only when this process is the `tfladder` command
+
+from tfladder import (artifacts, callbacks, data, distribute, evaluation,  # noqa: E402
+                      export, figures, gaussian, keras_files, layers, modelcard, models,
+                      training, zoo)
 from tfladder.models import (FAMILIES, VAE, HierarchicalModel, HierarchicalVAE, LadderVAE,
                              TopDownVAE, VariationalLadderAutoencoder)
-from tfladder.serialization import load_keras
+from tfladder.keras_files import load_keras
 
 __version__ = "0.1.0"
 

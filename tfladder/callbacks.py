@@ -1,6 +1,5 @@
 """Keras callbacks for tfladder training."""
 import json
-import os
 import pathlib
 import shutil
 
@@ -8,6 +7,9 @@ import h5py
 import keras
 import numpy as np
 from absl import logging
+
+from tfladder import fileio
+from tfladder.fileio import write_atomically, write_text_atomically  # noqa: F401
 
 
 class StopOnRepeatedSkips(keras.callbacks.Callback):
@@ -53,60 +55,11 @@ class StopOnRepeatedSkips(keras.callbacks.Callback):
 # ----------------------------------------------------------------- checkpoints
 WEIGHTS_FILE = "latest.weights.h5"         # The names keras.callbacks.BackupAndRestore uses,
 METADATA_FILE = "training_metadata.json"   # so that its backups resume with EpochCheckpoint.
-_TMP_PREFIX = "tmp-"
 _EPOCH_ATTR = "tfladder_epoch"             # Epochs done, stored inside the weights file too.
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint exists but cannot be restored."""
-
-
-def _fsync_dir(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:     # Not supported here (e.g. some network file systems): best effort.
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path):
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _commit(tmp, path):
-    """Moves the complete, synced `tmp` over `path` in one step (`os.replace`)."""
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
-
-
-def write_atomically(path, write):
-    """Calls `write(tmp)` on a temporary file next to `path`, syncs it, then renames
-    it onto `path`: readers (and a process killed at any instant) see either the
-    old file or the new one, never a partial one.
-
-    The temporary name keeps the end of `path`'s name (Keras wants weights files
-    to end in `.weights.h5`). A leftover from a killed writer is removed by
-    `EpochCheckpoint.restore`.
-    """
-    path = pathlib.Path(path)
-    tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{path.name}")
-    try:
-        write(tmp)
-        _fsync_file(tmp)
-        _commit(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_text_atomically(path, text):
-    write_atomically(path, lambda tmp: pathlib.Path(tmp).write_text(text))
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -182,7 +135,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if not self.directory.is_dir():
             return
         for name in (WEIGHTS_FILE, METADATA_FILE):
-            for leftover in self.directory.glob(f"{_TMP_PREFIX}*-{name}"):
+            for leftover in self.directory.glob(f"{fileio.TMP_PREFIX}*-{name}"):
                 logging.warning("Removing %s, left by an interrupted checkpoint write.", leftover)
                 leftover.unlink(missing_ok=True)
 

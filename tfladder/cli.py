@@ -10,7 +10,11 @@ tfladder sample VARIANT --out samples.png [--num N] [--seed S]
 tfladder traverse VARIANT --out traversal.png [--seed S]
 tfladder export VARIANT --out DIR
 tfladder card VARIANT
+tfladder --help | help [COMMAND] | COMMAND --help
 ```
+
+TensorFlow's native start-up logs are hidden unless `--verbose` is given
+(`tfladder.quiet`).
 
 VARIANT is a zoo name (`tfladder list`) or the folder of a trained variant
 (`WORKDIR/model` after `tfladder train`). Bad arguments (flags, names,
@@ -24,9 +28,6 @@ import os
 import pathlib
 import re
 import sys
-
-# Quiet TensorFlow's C++ start-up logging unless the user asked for it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
@@ -57,12 +58,55 @@ flags.DEFINE_bool("update-card", False, "evaluate: write the results into the va
                   "folder's metrics.json and model card.")
 
 COMMANDS = {}
+# The flags each command takes: any other flag given to it is refused.
+COMMAND_FLAGS = {
+    "list": [],
+    "train": ["data", "epochs", "batch-size", "seed", "limit", "workdir", "strategy", "devices",
+              "cpu-devices", "deterministic", "jit-compile"],
+    "evaluate": ["data", "split", "num-samples", "limit", "update-card"],
+    "sample": ["out", "num", "seed"],
+    "traverse": ["out", "seed"],
+    "export": ["out"],
+    "card": [],
+}
+USAGE = {
+    "list": "tfladder list",
+    "train": "tfladder train VARIANT [flags]",
+    "evaluate": "tfladder evaluate VARIANT [flags]",
+    "sample": "tfladder sample VARIANT --out FILE.png [flags]",
+    "traverse": "tfladder traverse VARIANT --out FILE.png [flags]",
+    "export": "tfladder export VARIANT --out DIR",
+    "card": "tfladder card VARIANT",
+}
 
 
 def command(function):
     """Registers a sub-command under its function name."""
     COMMANDS[function.__name__.rstrip("_")] = function
     return function
+
+
+def help_text(name=None):
+    """`tfladder --help` (the commands) or `tfladder NAME --help` (its flags)."""
+    if name is None:
+        lines = ["usage: tfladder COMMAND [VARIANT] [flags]", "",
+                 "Hierarchical VAEs in Keras: train, evaluate and use the tfladder zoo.",
+                 "VARIANT is a zoo name (tfladder list) or a trained variant folder.", "",
+                 "commands:"]
+        for command_name in COMMAND_FLAGS:
+            doc = (COMMANDS[command_name].__doc__ or "").strip().splitlines()[0]
+            lines.append(f"  {command_name:<10}{doc}")
+        lines += ["", "tfladder COMMAND --help shows the flags of a command.",
+                  "--verbose shows TensorFlow's own logs."]
+        return "\n".join(lines)
+    lines = [f"usage: {USAGE[name]}", "", (COMMANDS[name].__doc__ or "").strip(), ""]
+    if COMMAND_FLAGS[name]:
+        lines.append("flags:")
+        for flag in COMMAND_FLAGS[name]:
+            default = FLAGS[flag].default
+            shown = "" if default in (None, False) else f" (default: {default})"
+            lines.append(f"  --{flag:<14}{FLAGS[flag].help}{shown}")
+    return "\n".join(lines)
 
 
 class UsageError(ValueError):
@@ -160,7 +204,7 @@ def train(args):
                                 limit=_flag("limit"), deterministic=_flag("deterministic"),
                                 jit_compile=_flag("jit-compile"),
                                 command="tfladder " + " ".join(sys.argv[1:]))
-    except CheckpointError as error:   # Not a usage error: the workdir needs attention.
+    except (CheckpointError, training.WorkdirBusy) as error:   # the workdir needs attention
         _fail(error, command="train", status=1)
     print(f"Trained variant written to {result.folder} "
           f"(load it with tfladder.zoo.load({str(result.folder)!r})).")
@@ -168,29 +212,19 @@ def train(args):
 
 @command
 def evaluate(args):
-    """ELBO, L_K, KL per layer and active units on a data split."""
-    from tfladder import data, evaluation, modelcard, zoo
+    """ELBO, L_K, KL and active units on a data split."""
+    from tfladder import evaluation
     name = _one_variant(args)
     num_samples = _flag("num-samples")
     if num_samples < 0:
         raise UsageError(f"--num-samples must be >= 0 (0 skips L_K), got {num_samples}.")
     _positive("limit", _flag("limit"))
-    model = zoo.load(name)
-    spec = modelcard.data_spec(name)
-    source = _flag("data") or spec["source"]
-    images = data.load_arrays(source, _flag("split"), limit=_flag("limit"))
-    if tuple(images.shape[1:]) != tuple(model.image_shape):
-        raise UsageError(f"--data {source} has images of shape {tuple(images.shape[1:])}, but "
-                         f"the model expects {tuple(model.image_shape)}.")
-    images, preprocessing = evaluation.binarize_for_evaluation(images, spec.get("binarize"))
-    result = evaluation.evaluate(model, images, num_samples=num_samples,
-                                 log=lambda m: logging.info(m))
-    result.update({"data": source, "split": _flag("split"), "preprocessing": preprocessing,
-                   "command": "tfladder " + " ".join(sys.argv[1:])})
+    result = evaluation.evaluate_variant(
+        name, data=_flag("data"), split=_flag("split"), num_samples=num_samples,
+        limit=_flag("limit"), record=_flag("update-card"),
+        command="tfladder " + " ".join(sys.argv[1:]), log=lambda m: logging.info(m))
     print(json.dumps({k: v for k, v in result.items() if k != "active_unit_variance"},
                      indent=2))
-    if _flag("update-card"):
-        modelcard.record_evaluation(zoo.artifact_dir(name), result)
 
 
 @command
@@ -227,8 +261,16 @@ def export(args):
     """Exports a SavedModel with encode / decode / generate / sample / elbo endpoints."""
     from tfladder import zoo
     from tfladder.export import export_saved_model
+    from tfladder.fileio import inside
     name = _one_variant(args)
     out = _required_out(folder=True)
+    folder = zoo.artifact_dir(name)
+    if inside(out, folder) or inside(folder, out):
+        raise UsageError(f"--out {out} overlaps the variant folder {folder}; expected a folder "
+                         "outside it.")
+    if out.is_dir() and any(out.iterdir()):
+        raise UsageError(f"--out {out} is a folder that is not empty; expected a new or empty "
+                         "folder for the SavedModel.")
     model = zoo.load(name)
     export_saved_model(model, out)
     print(f"Exported SavedModel to {out}.")
@@ -250,7 +292,19 @@ def _fail(message, command=None, status=2):
 
 
 def _parse_flags(argv):
-    """absl flag parsing that reports a bad flag in one line (exit status 2)."""
+    """absl flag parsing that reports a bad flag in one line (exit status 2), and
+    the help of the commands (`--help`, `-h`, `help [COMMAND]`)."""
+    args = argv[1:]
+    wants_help = any(a in ("--help", "-h", "--helpfull", "-?") for a in args)
+    if wants_help or (args and args[0] == "help"):
+        topic = next((a for a in args if a in COMMANDS), None)
+        print(help_text(topic))
+        sys.exit(0)
+    if "--verbose" in args:   # TensorFlow's C++ logs were silenced at import; absl's too.
+        argv = [a for a in argv if a != "--verbose"]
+        logging.set_verbosity(logging.INFO)
+    else:
+        logging.set_verbosity(logging.WARNING)
     try:
         return FLAGS(argv)
     except flags.Error as error:
@@ -268,17 +322,35 @@ def main(argv):
     if not args or args[0] not in COMMANDS:
         given = repr(args[0]) if args else "none"
         _fail(f"expected a command, one of {', '.join(sorted(COMMANDS))}; got {given}.")
+    import tensorflow as tf
     try:
+        misplaced = [f"--{name}" for name in FLAGS if FLAGS[name].present
+                     and name in _ALL_COMMAND_FLAGS and name not in COMMAND_FLAGS[args[0]]]
+        if misplaced:
+            raise UsageError(f"{' '.join(misplaced)} do(es) not apply to `{args[0]}`; its flags "
+                             f"are: {', '.join('--' + f for f in COMMAND_FLAGS[args[0]]) or 'none'}.")
         COMMANDS[args[0]](args[1:])
-    except (UsageError, ValueError, FileNotFoundError) as error:
-        _fail(error, command=args[0])
+    except KeyboardInterrupt:
+        _fail("interrupted (Ctrl-C); a training run resumes from its last complete epoch when "
+              "the same command is run again.", command=args[0], status=130)
     except OSError as error:   # Not the arguments: the file system (permissions, full disk).
         _fail(error, command=args[0], status=1)
+    except tf.errors.OpError as error:   # e.g. a write by TensorFlow to a full disk
+        _fail(f"{type(error).__name__}: {error.message}", command=args[0], status=1)
+    except (UsageError, ValueError) as error:
+        _fail(error, command=args[0])
+
+
+_ALL_COMMAND_FLAGS = {flag for names in COMMAND_FLAGS.values() for flag in names}
 
 
 def run():
     """Console-script entry point."""
-    app.run(main, flags_parser=_parse_flags)
+    try:
+        app.run(main, flags_parser=_parse_flags)
+    except KeyboardInterrupt:   # during start-up, before a command runs
+        print("tfladder: error: interrupted (Ctrl-C).", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

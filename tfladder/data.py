@@ -305,7 +305,13 @@ class NpzSource:
 
     def num_examples(self, split: str, data_dir: str | None = None) -> int:
         del data_dir  # A plain file.
-        return len(self._pixels(split)[0])
+        return self.split_shape(split)[0]
+
+    def split_shape(self, split: str) -> tuple[int, ...]:
+        """The stored shape of split `split`, read from its header (no pixels loaded)."""
+        with _open_npz(self.path) as archive:
+            key = self._key(archive, split)
+            return _checked_header(archive, key, self.path)[0]
 
     def images(
         self,
@@ -335,14 +341,8 @@ class NpzSource:
     def _pixels(self, split: str) -> tuple[np.ndarray, int]:
         """The validated array of `split` (read alone from the archive) and its white level."""
         with _open_npz(self.path) as archive:
-            splits = [key.removeprefix("x_") for key in archive.files if key.startswith("x_")]
-            match = _match_split(split, splits)
-            if match is None:
-                raise ValueError(
-                    f"{self.path} has no array for split {split!r}: expected key 'x_{split}', "
-                    f"found keys {archive.files}."
-                )
-            key = f"x_{match}"
+            key = self._key(archive, split)
+            _checked_header(archive, key, self.path)
             try:
                 array = archive[key]
             except ValueError as error:  # Object arrays need pickle, which is never used.
@@ -352,6 +352,53 @@ class NpzSource:
             except _NPZ_READ_ERRORS as error:
                 raise _unreadable_npz(self.path, error) from error
         return array, _white_level(array, f"{self.path}[{key!r}]")
+
+    def _key(self, archive, split: str) -> str:
+        splits = [key.removeprefix("x_") for key in archive.files if key.startswith("x_")]
+        match = _match_split(split, splits)
+        if match is None:
+            raise ValueError(
+                f"{self.path} has no array for split {split!r}: expected key 'x_{split}', "
+                f"found keys {archive.files}."
+            )
+        return f"x_{match}"
+
+
+# The largest split tfladder reads into memory (bytes): a header that claims
+# more (a corrupt or hostile file) is refused before any allocation.
+MAX_SPLIT_BYTES = 16 * 2**30
+
+
+def _checked_header(archive, key: str, path: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of `archive[key]` from its `.npy` header, checked against
+    the bytes the archive really holds for it.
+
+    Raises:
+      ValueError: naming `path` and `key`, for an unreadable header, a header
+        that claims more data than stored, or more than `MAX_SPLIT_BYTES`.
+    """
+    try:
+        info = archive.zip.getinfo(f"{key}.npy")
+        with archive.zip.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            readers = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in readers:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, _, dtype = readers[version](member)
+            header_bytes = member.tell()
+    except (KeyError, ValueError, *_NPZ_READ_ERRORS) as error:
+        raise ValueError(f"{path}[{key!r}] has no readable .npy header ({error}).") from error
+    claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    stored = info.file_size - header_bytes
+    if claimed > MAX_SPLIT_BYTES:
+        raise ValueError(f"{path}[{key!r}] claims {claimed / 2**30:.1f} GiB of pixels (shape "
+                         f"{tuple(shape)}), more than the {MAX_SPLIT_BYTES // 2**30} GiB tfladder "
+                         "reads into memory; split the file.")
+    if claimed > stored:
+        raise ValueError(f"{path}[{key!r}] is corrupt: its header claims shape {tuple(shape)} "
+                         f"({claimed} bytes) but the archive stores {stored} bytes.")
+    return tuple(int(v) for v in shape), dtype
 
 
 # What numpy and zipfile raise for a truncated, corrupt or non-zip `.npz` file.
@@ -855,6 +902,24 @@ def image_shape(source: str, data_dir: str | None = None) -> tuple[int, int, int
       ValueError, FileNotFoundError: as in `load`.
     """
     return tuple(int(size) for size in _resolve(source).image_shape(data_dir))
+
+
+def split_image_shape(source: str, split: str) -> tuple[int, int, int]:
+    """The [H, W, C] shape of the images of `split` (for a `.npz` file, read from
+    that split's header, without loading it).
+
+    Raises:
+      ValueError, FileNotFoundError: as in `load`; also for an unknown split.
+    """
+    resolved = _resolve(source)
+    if isinstance(resolved, NpzSource):
+        shape = resolved.split_shape(split)
+        if len(shape) not in (3, 4):
+            raise ValueError(f"{resolved.path}: split {split!r} has shape {shape}; expected "
+                             "[N, H, W] or [N, H, W, C] images.")
+        return tuple(shape[1:]) + ((1,) if len(shape) == 3 else ())
+    resolved.num_examples(split, None)   # an unknown split raises here
+    return tuple(int(size) for size in resolved.image_shape(None))
 
 
 def num_examples(source: str, split: str, data_dir: str | None = None) -> int:

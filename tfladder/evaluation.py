@@ -12,10 +12,15 @@ bits/dim = -L / (H W C log 2)
 ```
 """
 import math
+import os
+import pathlib
 import time
 
 import numpy as np
 import tensorflow as tf
+
+from tfladder import artifacts, zoo
+from tfladder import data as data_lib
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -135,3 +140,58 @@ def binarize_for_evaluation(images, mode, seed=0):
     if mode == "threshold":
         return (images > 0.5).astype(np.float32), description
     return images, description
+
+
+def evaluate_variant(name_or_folder, data=None, split="test", num_samples=5000, limit=None,
+                     record=False, command=None, log=None):
+    """Loads a trained variant (verified), measures it on a data split and,
+    with `record=True`, stores the result in its card.
+
+    The folder is verified when the model is loaded; `record` writes only if
+    no file changed in between (`tfladder.artifacts.record_evaluation`).
+
+    Args:
+      name_or_folder: A zoo name or a variant folder.
+      data: A `tfladder.data` source (default: the variant's own).
+      split, limit: Which images (the first `limit` of `split`).
+      num_samples: K of L_K (0 skips it).
+      record: Write the result into the folder's card (refused for a zoo
+        name: copy the folder first).
+      command: How the evaluation was launched, recorded with the numbers.
+
+    Returns:
+      The dict of `evaluate`, plus `data`, `split`, `preprocessing`, `command`.
+
+    Raises:
+      ValueError: bad arguments, images of the wrong shape, a tampered
+        folder, or `record` on an installed or changed folder.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
+            or num_samples < 0:
+        raise ValueError(f"num_samples must be an integer >= 0 (0 skips L_K), got "
+                         f"{num_samples!r}.")
+    folder = zoo.artifact_dir(name_or_folder)
+    if record and not pathlib.Path(os.fspath(name_or_folder)).expanduser().is_dir():
+        raise ValueError(f"{name_or_folder!r} is a zoo name: its card belongs to the installed "
+                         f"package. Copy the variant folder first (`cp -r {folder} "
+                         f"my_{folder.name}`) and evaluate the copy.")
+    digests = artifacts.verify(folder)
+    model = zoo.load(folder, verify=False)
+    config = artifacts.read_config(folder)
+    spec = config.get("data") or {"source": "mnist_offline", "binarize": None}
+    source = data or spec["source"]
+    images = data_lib.load_arrays(source, split, limit=limit)
+    if tuple(images.shape[1:]) != tuple(model.image_shape):
+        raise ValueError(f"data {source} split {split!r} has images of shape "
+                         f"{tuple(images.shape[1:])}, but the model expects "
+                         f"{tuple(model.image_shape)}.")
+    images, preprocessing = binarize_for_evaluation(images, spec.get("binarize"))
+    result = evaluate(model, images, num_samples=num_samples, log=log)
+    result.update({"data": str(source), "split": split, "preprocessing": preprocessing,
+                   "command": command or f"tfladder.evaluation.evaluate_variant("
+                                         f"{str(name_or_folder)!r}, num_samples={num_samples})"})
+    if record:
+        variant = config.get("variant")
+        description = zoo.VARIANTS[variant].description if variant in zoo.VARIANTS else None
+        artifacts.record_evaluation(folder, result, expected=digests, description=description)
+    return result

@@ -19,8 +19,14 @@ and dtypes are checked by the signatures).
 same outputs in every process (PITFALLS.md: a saved `SeedGenerator` would
 replay one sequence everywhere; stateful ops differ in every process).
 """
+import os
+import pathlib
+import shutil
+
 import keras
 import tensorflow as tf
+
+from tfladder import fileio
 
 ELBO_SEED = 0
 
@@ -68,9 +74,14 @@ def endpoint_functions(model):
         return {"mean": model.generate(checked_latents(noise, "noise")).mean()}
 
     def sample(num_samples, seed):
-        check = tf.debugging.assert_positive(
-            num_samples, message="num_samples must be a positive integer")
-        with tf.control_dependencies([check]):
+        checks = [
+            tf.debugging.assert_positive(num_samples,
+                                         message="num_samples must be a positive integer"),
+            tf.debugging.assert_less_equal(
+                num_samples, tf.constant(model.max_samples, tf.int32),
+                message=f"num_samples must be at most {model.max_samples} per call"),
+        ]
+        with tf.control_dependencies(checks):
             num_samples = tf.identity(num_samples)
         return {"images": model.sample_from_seed(num_samples, tf.stack([seed, 0]))}
 
@@ -92,14 +103,34 @@ def endpoint_functions(model):
 def export_saved_model(model, directory):
     """Writes `model` as a SavedModel with the endpoints of the module docstring.
 
+    The SavedModel is written beside `directory` and renamed into place, so
+    a crash never leaves a partial export; `directory` must not exist or be
+    an empty folder.
+
     Returns:
       The export directory, as a string.
+
+    Raises:
+      ValueError: `directory` is a file or a folder that is not empty.
     """
+    directory = pathlib.Path(directory)
+    if directory.is_symlink() or directory.is_file() or (
+            directory.is_dir() and any(directory.iterdir())):
+        raise ValueError(f"directory {directory} exists and is not an empty folder; expected "
+                         "a new or empty folder for the SavedModel.")
     model.build()
     archive = keras.export.ExportArchive()
     # No `archive.track(model)`: the endpoints capture the variables they use,
     # and tracking the model as well stores every variable twice.
     for name, (function, signature) in endpoint_functions(model).items():
         archive.add_endpoint(name=name, fn=function, input_signature=signature)
-    archive.write_out(str(directory), verbose=False)
+    staged = fileio.staging_path(directory, "export")
+    shutil.rmtree(staged, ignore_errors=True)
+    try:
+        archive.write_out(str(staged), verbose=False)
+        if directory.is_dir():
+            directory.rmdir()
+        os.rename(staged, directory)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     return str(directory)

@@ -5,42 +5,9 @@ recipe, seed, epochs, wall time, the versions of tensorflow, keras and
 tensorflow-probability, whether op determinism was on), what it measures
 (train / test ELBO, L_K, KL and active units per layer) and the exact
 commands that produced every number. Cards are rendered from data, never
-edited by hand.
+edited by hand; `tfladder.artifacts` writes them into a variant folder.
+A low module: pure rendering, no file access, nothing of tfladder imported.
 """
-import json
-import pathlib
-
-from tfladder import zoo
-
-
-def data_spec(name_or_path):
-    """The data section of a trained variant's `config.json`."""
-    folder = zoo.artifact_dir(name_or_path)
-    config = json.loads((folder / zoo.CONFIG).read_text())
-    return config.get("data") or {"source": "mnist_offline", "binarize": None}
-
-
-def record_evaluation(folder, result):
-    """Stores an evaluation in `metrics.json`, re-renders the card, re-checksums."""
-    folder = pathlib.Path(folder)
-    path = folder / zoo.METRICS
-    metrics = json.loads(path.read_text()) if path.exists() else {}
-    result = {"split": "test", "command": "tfladder.evaluation.evaluate", **result}
-    metrics.setdefault("evaluations", {})[result["split"]] = result
-    path.write_text(json.dumps(metrics, indent=2))
-    render(folder)
-    zoo.write_checksums(folder)
-
-
-def render(folder):
-    """Writes `README.md` from `config.json` and `metrics.json`."""
-    folder = pathlib.Path(folder)
-    config = json.loads((folder / zoo.CONFIG).read_text())
-    metrics = json.loads((folder / zoo.METRICS).read_text())
-    figures = [name for name in OPTIONAL_FIGURES if (folder / name).exists()]
-    (folder / "README.md").write_text(card_markdown(config, metrics, figures))
-
-
 # Figures a card shows when the folder has them, with their captions.
 OPTIONAL_FIGURES = {
     "learning_curve.png": "ELBO per epoch (test: one fixed draw of the test split; train: "
@@ -71,13 +38,13 @@ def _fmt(value, digits=2):
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def card_markdown(config, metrics, figures=()):
+def card_markdown(config, metrics, figures=(), description=None):
     name = config.get("variant") or folder_name(config)
     data, recipe = config.get("data") or {}, config.get("recipe") or {}
     model = config["model_config"]
     lines = [f"# `{name}` — {config['family']}", ""]
-    if name in zoo.VARIANTS:
-        lines += [zoo.VARIANTS[name].description, ""]
+    if description:
+        lines += [description, ""]
     if metrics.get("note"):
         lines += [f"> {metrics['note']}", ""]
     lines += [
@@ -89,8 +56,9 @@ def card_markdown(config, metrics, figures=()):
         f"- Recipe: {recipe.get('epochs')} epochs, batch {recipe.get('batch_size')}, Adam "
         f"{recipe.get('learning_rate')}, KL warm-up over {recipe.get('warmup_epochs')} epochs, "
         f"seed {recipe.get('seed')}.",
-        f"- Wall time: {metrics.get('train_seconds_total')} s of training on 2 CPU cores "
-        "(summed over resumed sessions).",
+        f"- Wall time: {metrics.get('train_seconds_total')} s of training"
+        + (f" on {metrics['machine']}" if metrics.get("machine") else "")
+        + " (summed over resumed sessions).",
         f"- Latent layers (bottom → top): {model['latent_dims']}; observation: "
         f"`{model['observation']}`.",
         f"- Versions: {_versions(config.get('versions'))}.",

@@ -1,95 +1,15 @@
-"""One place that registers tfladder classes for Keras serialization, and
-safe loading of `.keras` files.
+"""One place that registers tfladder classes for Keras serialization.
 
 Every public layer and model is decorated with :func:`register`, so a `.keras`
-file names them ``tfladder>ClassName`` and loads under ``safe_mode``.
-
-#### Examples
-
-```python
-import tfladder
-model = tfladder.zoo.build("vae_mnist")
-model.build()
-model.save("vae.keras")
-same = tfladder.load_keras("vae.keras")     # Keras safe mode, uncompiled
-```
+file names them ``tfladder>ClassName`` and loads under ``safe_mode``
+(`tfladder.keras_files.load_keras`). A low module: it imports nothing of
+tfladder, so every layer can import it.
 """
-import json
-import os
-import pathlib
-import warnings
-import zipfile
-
 import keras
-from keras.src.saving.serialization_lib import SafeModeScope
 
 PACKAGE = "tfladder"
-KERAS_SUFFIX = ".keras"
 
 
 def register(cls):
     """Registers `cls` with Keras under the ``tfladder`` package name."""
     return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
-
-
-def load_keras(path, compile=False):
-    """Loads a user-supplied `.keras` file without running code from it.
-
-    The file is read with `keras.saving.load_model(path, safe_mode=True)`
-    inside a safe-mode scope, so safe mode holds even after
-    `keras.config.enable_unsafe_deserialization()`. Safe mode refuses a
-    `Lambda` layer's Python bytecode and any class that is neither Keras's
-    nor registered (tfladder's layers and models are registered on import).
-    Only local files are accepted, never a URL or remote path. Unlike
-    `tfladder.zoo.load`, there is no checksum to verify: the file is
-    whatever its author saved.
-
-    Args:
-      path: A local file whose name ends in `.keras` (written by `model.save`).
-      compile: Restore the saved training configuration (optimizer, loss) as
-        well. The default returns an uncompiled model, like `zoo.load`.
-
-    Returns:
-      The Keras model.
-
-    Raises:
-      ValueError: `path` does not end in `.keras`, is not a zip archive, or
-        holds something safe mode refuses; the message names the file.
-      FileNotFoundError: no file at `path`.
-
-    Warns:
-      UserWarning: if the file was saved with another Keras version.
-    """
-    import tfladder.models  # noqa: F401  Registers every tfladder layer and model.
-
-    path = pathlib.Path(os.fspath(path)).expanduser()
-    if path.suffix != KERAS_SUFFIX:
-        raise ValueError(f"path must be a {KERAS_SUFFIX} file, got {str(path)!r}; load a zoo "
-                         "variant or a trained folder with tfladder.zoo.load.")
-    if not path.is_file():
-        raise FileNotFoundError(f"No such {KERAS_SUFFIX} file: {str(path)!r}.")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a {KERAS_SUFFIX} archive (a zip file written by "
-                         "model.save).")
-    _warn_on_keras_version(path)
-    try:
-        with SafeModeScope(True):
-            return keras.saving.load_model(path, compile=compile, safe_mode=True)
-    except (ValueError, TypeError, KeyError, AttributeError, OSError, zipfile.BadZipFile) as error:
-        reason = " ".join(str(error).split())
-        if len(reason) > 500:
-            reason = reason[:500] + " ..."
-        raise ValueError(f"Could not load {path} safely: {reason} (tfladder.load_keras "
-                         "always keeps Keras safe mode on).") from error
-
-
-def _warn_on_keras_version(path):
-    """Warns if the archive's `metadata.json` names another Keras version."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            saved_with = json.loads(archive.read("metadata.json")).get("keras_version")
-    except (KeyError, ValueError, AttributeError, zipfile.BadZipFile):
-        return   # No readable metadata: Keras itself decides whether it loads.
-    if saved_with and saved_with != keras.__version__:
-        warnings.warn(f"{path} was saved with Keras {saved_with}, this is Keras "
-                      f"{keras.__version__}; outputs may differ slightly.", stacklevel=3)

@@ -10,6 +10,10 @@ workdir/
     training_metadata.json   {"epoch": epochs done, "batch": 0}, as BackupAndRestore wrote it
   logs/          TensorBoard: scalars, KL per layer, sample and traversal grids per epoch
   history.csv    one row per epoch (the learning curve), kept across resumes
+  run.json       the run manifest: variant, model, recipe, data (and its sha256),
+                 limit, library versions; a resume or a finished run is only
+                 accepted for the same manifest
+  .lock          held (an OS file lock) while a process trains in this workdir
   model/         the trained variant, zoo-style (tfladder.zoo.load(workdir/"model"))
 ```
 
@@ -27,7 +31,9 @@ weights and metrics in every process on the same machine and software.
 import dataclasses
 import json
 import math
+import os
 import pathlib
+import platform
 import time
 from typing import NamedTuple
 
@@ -36,10 +42,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfladder import artifacts, distribute, figures, fileio, zoo
 from tfladder import data as data_lib
-from tfladder import distribute, figures, modelcard, zoo
-from tfladder.callbacks import EpochCheckpoint, StopOnRepeatedSkips, write_text_atomically
+from tfladder.callbacks import EpochCheckpoint, StopOnRepeatedSkips
 from tfladder.export import export_saved_model
+from tfladder.fileio import write_text_atomically
 from tfladder.models import FAMILIES
 from tfladder.models.base import check_positive_int
 
@@ -47,6 +54,16 @@ MAX_STEPS_PER_EXECUTION = 32
 MODEL_DIR = "model"
 BACKUP_DIR = "backup"
 DONE = "TRAINING_COMPLETE"
+MANIFEST = "run.json"
+LOCK = ".lock"
+
+
+class WorkdirBusy(RuntimeError):
+    """Another process is training in this workdir."""
+
+
+class RecipeMismatch(ValueError):
+    """The workdir holds a run of another variant, recipe or data."""
 
 
 class TrainResult(NamedTuple):
@@ -71,9 +88,8 @@ class WallTime(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = self.total() + time.time() - self._started
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"seconds": round(seconds, 1), "epochs_done": epoch + 1}))
-        tmp.replace(self.path)
+        write_text_atomically(self.path, json.dumps({"seconds": round(seconds, 1),
+                                                     "epochs_done": epoch + 1}))
 
 
 class ImageSummaries(keras.callbacks.Callback):
@@ -153,22 +169,38 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
            if v is not None})
     _check_recipe(recipe)
     spec = dataclasses.replace(variant.data, source=data) if data else variant.data
+    if limit is not None:
+        limit = check_positive_int("limit", limit)
     workdir = pathlib.Path(workdir)
     folder = workdir / MODEL_DIR
-    if (workdir / DONE).exists():
-        logging.info("%s is complete; loading it instead of training again.", folder)
-        return TrainResult(zoo.load(folder), _read_history(workdir), folder)
+    strategy = strategy or tf.distribute.get_strategy()
+    chief = distribute.is_chief(strategy)   # Only the chief writes the workdir.
 
     # Everything about the data is checked before anything is written.
-    image_shape = data_lib.image_shape(spec.source)
-    if tuple(image_shape) != tuple(variant.model["image_shape"]):
-        raise ValueError(f"data {spec.source!r} has images of shape {image_shape}, but variant "
-                         f"{variant.name!r} expects {tuple(variant.model['image_shape'])}.")
+    for split in (spec.train_split, spec.test_split):
+        shape = data_lib.split_image_shape(spec.source, split)
+        if tuple(shape) != tuple(variant.model["image_shape"]):
+            raise ValueError(f"data {spec.source} split {split!r} has images of shape "
+                             f"{tuple(shape)}, but variant {variant.name!r} expects "
+                             f"{tuple(variant.model['image_shape'])}.")
     num_train = data_lib.num_examples(spec.source, spec.train_split)
     if limit:
         num_train = min(num_train, int(limit))
-    strategy = strategy or tf.distribute.get_strategy()
-    chief = distribute.is_chief(strategy)   # Only the chief writes the workdir.
+    manifest = run_manifest(variant, spec, recipe, limit)
+    with _workdir_lock(workdir, chief):
+        return _train_locked(variant, workdir, folder, spec, recipe, manifest, data, limit,
+                             num_train, strategy, chief, verbose, command, deterministic,
+                             callbacks, steps_per_execution, jit_compile)
+
+
+def _train_locked(variant, workdir, folder, spec, recipe, manifest, data, limit, num_train,
+                  strategy, chief, verbose, command, deterministic, callbacks,
+                  steps_per_execution, jit_compile):
+    """`train` once the workdir is locked and the data checked."""
+    _check_manifest(workdir, manifest, finished=(workdir / DONE).exists())
+    if (workdir / DONE).exists():
+        logging.info("%s is complete; loading it instead of training again.", folder)
+        return TrainResult(zoo.load(folder), _read_history(workdir), folder)
     logging.info("Training %s with %s on %d replica(s).", variant.name,
                  type(strategy).__name__, strategy.num_replicas_in_sync)
     steps_per_epoch = math.ceil(num_train / recipe.batch_size)
@@ -190,6 +222,8 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
                                  / recipe.batch_size)
     if chief:
         workdir.mkdir(parents=True, exist_ok=True)
+        if not (workdir / MANIFEST).exists():
+            write_text_atomically(workdir / MANIFEST, json.dumps(manifest, indent=2))
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(recipe.seed)
@@ -256,6 +290,7 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
         "deterministic": bool(deterministic),
         "jit_compile": bool(jit_compile),
         "train_seconds_total": wall_time.total(),
+        "machine": machine(),
         "train_command": command or _equivalent_command(variant.name, data, recipe, limit,
                                                         deterministic, jit_compile),
         "final_train_elbo": history["elbo"][-1] if history else None,
@@ -285,20 +320,122 @@ def default_steps_per_execution(steps_per_epoch, limit=MAX_STEPS_PER_EXECUTION):
 def save_variant(model, folder, variant, spec, recipe, metrics):
     """Writes a zoo-style folder: config, weights, SavedModel, figures, card, checksums.
 
+    The folder is written aside and renamed into place (`artifacts.write_folder`).
     The weights and the export come from an uncompiled copy of `model`, so the
     artifacts hold the model's variables only (no optimizer state).
     """
-    folder = pathlib.Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    zoo.write_config(folder, model, variant, spec, recipe)
     model = inference_copy(model)
-    model.save_weights(str(folder / zoo.WEIGHTS))
-    export_saved_model(model, folder / "saved_model")
-    figures.save_png(figures.sample_grid(model, seed=recipe.seed), folder / "samples.png")
-    figures.save_png(figures.traversal_figure(model, seed=recipe.seed), folder / "traversal.png")
-    (folder / zoo.METRICS).write_text(json.dumps(metrics, indent=2))
-    modelcard.render(folder)
-    zoo.write_checksums(folder)
+
+    def write(staged):
+        artifacts.write_config(staged, model, variant, spec, recipe)
+        model.save_weights(str(staged / artifacts.WEIGHTS))
+        export_saved_model(model, staged / "saved_model")
+        figures.save_png(figures.sample_grid(model, seed=recipe.seed), staged / "samples.png")
+        figures.save_png(figures.traversal_figure(model, seed=recipe.seed),
+                         staged / "traversal.png")
+        write_text_atomically(staged / artifacts.METRICS, json.dumps(metrics, indent=2))
+        artifacts.render_card(staged, variant.description)
+
+    return artifacts.write_folder(folder, write)
+
+
+def run_manifest(variant, spec, recipe, limit):
+    """What identifies a run: the workdir accepts a resume only for the same manifest.
+
+    `epochs` is recorded but may grow on resume (a longer run continues the
+    same stream); everything else must match.
+    """
+    source = str(spec.source)
+    digest = artifacts.sha256(source) if os.path.isfile(source) else None
+    return {
+        "variant": variant.name,
+        "family": variant.family,
+        "model": json.loads(json.dumps(variant.model, default=list)),
+        "data": {**dataclasses.asdict(spec), "sha256": digest},
+        "recipe": dataclasses.asdict(recipe),
+        "limit": limit,
+        "versions": artifacts.versions(),
+    }
+
+
+def _check_manifest(workdir, manifest, finished):
+    """Refuses a workdir whose `run.json` differs from this call's, in one line."""
+    path = pathlib.Path(workdir) / MANIFEST
+    if not path.exists():
+        if finished or (pathlib.Path(workdir) / BACKUP_DIR).exists():
+            logging.warning("%s has no %s (written by an older tfladder): the recipe of the "
+                            "resumed run cannot be checked.", workdir, MANIFEST)
+        return
+    recorded = json.loads(path.read_text())
+    differences = []
+    for key, value in _flatten(manifest).items():
+        old = _flatten(recorded).get(key)
+        if old == value or (key == "recipe.epochs" and not finished):
+            continue
+        differences.append(f"{key} {old!r} -> {value!r}")
+    if differences:
+        state = "finished" if finished else "interrupted"
+        raise RecipeMismatch(f"{workdir} holds an {state} run of another recipe ("
+                           + "; ".join(differences) + "). Use a new --workdir, or rerun "
+                           "with the recorded values to " + ("load" if finished else "resume")
+                           + " it.")
+
+
+def _flatten(tree, prefix=""):
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+    return flat
+
+
+class _workdir_lock:
+    """An exclusive OS lock on `workdir/.lock` (`fcntl.flock`), held while training.
+
+    The kernel releases it when the process dies, so a killed run never
+    leaves a stale lock. Only the chief of a multi-worker run locks.
+    """
+
+    def __init__(self, workdir, enabled=True):
+        self.path = pathlib.Path(workdir) / LOCK
+        self.enabled = enabled
+        self.handle = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:    # Not POSIX: no lock.
+            return self
+        if not self.enabled:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.seek(0)
+            owner = self.handle.read().strip() or "another process"
+            self.handle.close()
+            raise WorkdirBusy(f"{self.path.parent} is in use by another tfladder train "
+                               f"({owner}); wait for it to finish or use another --workdir.")
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"pid {os.getpid()} on {platform.node()}")
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            self.handle.close()   # closing releases the lock
+        return False
+
+
+def machine():
+    """A short description of the machine a run trained on (for the card)."""
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores" + (f", {gpus} GPU(s)"
+                                                                   if gpus else "")
 
 
 def inference_copy(model):
@@ -359,5 +496,5 @@ def _check_recipe(recipe):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     seed = recipe.seed
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**31:
+        raise ValueError(f"seed must be an integer in [0, 2**31), got {seed!r}.")

@@ -6,16 +6,8 @@ the data it trains on, and the training recipe. `VARIANTS` is the registry;
 `card(name)` look names up there, never in a chain of name checks.
 
 A trained variant is a folder (shipped under `zoo/<name>/`, or written by
-`tfladder train` into its workdir) holding
-
-| file | content |
-| --- | --- |
-| `config.json` | variant, family, the model's `get_config()`, data, recipe, versions |
-| `model.weights.h5` | Keras weights |
-| `saved_model/` | SavedModel export (see `tfladder.export`) |
-| `metrics.json`, `README.md` | the model card: measured numbers and the commands that made them |
-| `samples.png`, `traversal.png` | figures |
-| `SHA256SUMS` | sha256 of every other file; `load` verifies all of them first |
+`tfladder train` into its workdir); `tfladder.artifacts` owns its layout,
+its checksums and every write into it. `load` verifies all files first.
 
 #### Examples
 
@@ -28,25 +20,18 @@ model.sample(16, seed=0)
 """
 import dataclasses
 import difflib
-import hashlib
 import importlib.resources
-import json
 import os
 import pathlib
 import warnings
 
-import keras
-import tensorflow as tf
-import tensorflow_probability as tfp
-
+from tfladder import artifacts
+from tfladder.artifacts import (CHECKSUMS, CONFIG, METRICS, WEIGHTS, versions,  # noqa: F401
+                                write_checksums, write_config)
 from tfladder.models import FAMILIES
 
-CHECKSUMS = "SHA256SUMS"
-CONFIG = "config.json"
-WEIGHTS = "model.weights.h5"
-METRICS = "metrics.json"
-
 MNIST = "../shared/data/mnist.npz"
+OMNIGLOT = "../shared/data/omniglot28.npz"
 SVHN = "../shared/data/svhn_subset.npz"
 CELEBA = "../shared/data/celeba_subset_64.npz"
 NON_COMMERCIAL = ("Non-commercial research use only: the weights inherit the licence of "
@@ -138,10 +123,24 @@ VARIANTS = {v.name: v for v in [
         description="Top-down VAE with delta posteriors, 2 levels (16 latents at the "
                     "bottom, 8 at the top).",
         model=dict(image_shape=(28, 28, 1), latent_dims=[16, 8], hidden_units=[512, 256],
-                   observation="bernoulli"),
+                   observation="bernoulli",
+                   # NVAE's form: the deltas see r_l and the top-down state; with the
+                   # bottom-up-only form the top level collapsed (KL 0.0, issue 13).
+                   posterior_context="top_down"),
         data=DataSpec(MNIST, binarize="dynamic"),
         # 40 epochs: the CPU budget of the session that trained it.
         recipe=Recipe(epochs=40, batch_size=256, warmup_epochs=10)),
+    Variant(
+        name="lvae_omniglot", family="lvae",
+        description="The Ladder VAE paper's OMNIGLOT model (lvae_mnist's architecture: 5 "
+                    "layers 64-32-16-8-4, MLPs 512/256/128/64/32, batch norm, warm-up) on "
+                    "Lake's background (train) / evaluation (test) alphabets.",
+        model=_LVAE_MNIST,
+        data=DataSpec(OMNIGLOT, binarize="dynamic"),
+        # The paper trains 1,500 epochs (warm-up 200); 100 epochs with a 20-epoch
+        # warm-up is what the session that trained it could afford on 2 shared cores.
+        recipe=Recipe(epochs=100, batch_size=256, warmup_epochs=20),
+        license="OMNIGLOT: MIT. Weights: Apache-2.0."),
     Variant(
         name="vlae_svhn", family="vlae",
         description="VLAE, 4 layers of 4-D latents; conv rungs 32/64/128 (32 -> 16 -> 8 "
@@ -226,28 +225,22 @@ def zoo_root():
 def load(name_or_path, verify=True):
     """The pretrained Keras model of a shipped variant (or of a variant folder).
 
-    Every file listed in `SHA256SUMS` is checked before anything is read;
-    a missing, truncated or modified file raises and nothing is loaded. The
-    model is rebuilt from `config.json` (plain data, no code) and its weights.
+    Every file listed in `SHA256SUMS` is checked before anything is read
+    (`artifacts.verify`); a missing, truncated, modified, unlisted or linked
+    file raises and nothing is loaded. The model is rebuilt from
+    `config.json` (plain data, no code, sizes bounded) and its weights.
 
     Raises:
-      ValueError: unknown name or a checksum mismatch.
+      ValueError: unknown name, a checksum mismatch, or a config that cannot
+        be built.
       FileNotFoundError: missing artifacts.
     """
     folder = artifact_dir(name_or_path)
     if verify:
-        verify_checksums(folder)
-    config = json.loads((folder / CONFIG).read_text())
-    missing = [key for key in ("family", "model_config") if key not in config]
-    if missing:
-        raise ValueError(f"{folder / CONFIG} has no {' or '.join(map(repr, missing))}: expected "
-                         "the config.json that tfladder.zoo.write_config writes.")
+        artifacts.verify(folder)
+    config = artifacts.read_config(folder)
     _warn_on_version_change(config.get("versions", {}), folder)
-    family = config["family"]
-    if family not in FAMILIES:
-        raise ValueError(f"{folder / CONFIG}: unknown family {family!r}; expected one of "
-                         f"{sorted(FAMILIES)}.")
-    model = FAMILIES[family].from_config(config["model_config"])
+    model = artifacts.build_model(config)
     model.load_weights(str(folder / WEIGHTS))
     return model
 
@@ -264,109 +257,20 @@ def card(name_or_path, verify=True):
     """
     folder = artifact_dir(name_or_path)
     if verify:
-        verify_checksums(folder)
-    metrics = json.loads((folder / METRICS).read_text()) if (folder / METRICS).exists() else {}
-    text = (folder / "README.md").read_text() if (folder / "README.md").exists() else ""
-    return {**metrics, "card": text, "path": str(folder)}
+        artifacts.verify(folder)
+    text = (folder / artifacts.CARD).read_text() if (folder / artifacts.CARD).exists() else ""
+    return {**artifacts.read_metrics(folder), "card": text, "path": str(folder)}
 
 
-# --------------------------------------------------------------- artifacts
-def versions():
-    """Versions of the libraries a model was trained with."""
-    return {"tensorflow": tf.__version__, "keras": keras.__version__,
-            "tensorflow_probability": tfp.__version__}
-
-
-def write_config(folder, model, variant=None, data=None, recipe=None):
-    """Writes `config.json` for `model` into `folder`."""
-    folder = pathlib.Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    config = {
-        "variant": variant.name if variant else None,
-        "family": _family_of(model),
-        "model_config": model.get_config(),
-        "data": dataclasses.asdict(data) if data else None,
-        "recipe": dataclasses.asdict(recipe) if recipe else None,
-        "license": variant.license if variant else None,
-        "versions": versions(),
-    }
-    _atomic_write_text(folder / CONFIG, json.dumps(config, indent=2, default=_json_default))
-
-
-def write_checksums(folder):
-    """Writes `SHA256SUMS` covering every file under `folder` (sorted, relative)."""
-    folder = pathlib.Path(folder)
-    lines = [f"{_sha256(p)}  {p.relative_to(folder).as_posix()}"
-             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != CHECKSUMS]
-    _atomic_write_text(folder / CHECKSUMS, "\n".join(lines) + "\n")
+def data_spec(name_or_path):
+    """The data section of a trained variant's `config.json`."""
+    config = artifacts.read_config(artifact_dir(name_or_path))
+    return config.get("data") or {"source": "mnist_offline", "binarize": None}
 
 
 def verify_checksums(folder):
-    """Checks that `SHA256SUMS` lists every file of `folder` with its sha256.
-
-    Raises:
-      ValueError: no listing, a malformed line, a path outside the folder, a
-        missing or unlisted file, or a checksum mismatch.
-    """
-    folder = pathlib.Path(folder)
-    listing = folder / CHECKSUMS
-    if not listing.exists():
-        raise ValueError(f"{folder} has no {CHECKSUMS}; refusing to load unverified artifacts.")
-    listed = set()
-    for line in listing.read_text().splitlines():
-        if not line.strip():
-            continue
-        parts = line.split(maxsplit=1)
-        if len(parts) != 2 or len(parts[0]) != 64:
-            raise ValueError(f"{listing}: malformed line {line!r}; expected '<sha256>  <path>'.")
-        digest, relative = parts
-        listed.add(relative)
-        path = folder / relative
-        if pathlib.PurePosixPath(relative).is_absolute() or ".." in pathlib.PurePosixPath(relative).parts:
-            raise ValueError(f"{listing}: refusing a path outside the folder: {relative!r}.")
-        if not path.is_file():
-            raise ValueError(f"Artifact {path} listed in {CHECKSUMS} is missing.")
-        actual = _sha256(path)
-        if actual != digest:
-            raise ValueError(f"Checksum mismatch for {path}: expected sha256 {digest}, got "
-                             f"{actual}. The file is corrupt or was modified; nothing was loaded.")
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*")
-               if p.is_file() and p.name != CHECKSUMS}
-    unlisted = sorted(present - listed)
-    if unlisted:
-        raise ValueError(f"{folder}: files not covered by {CHECKSUMS}: {', '.join(unlisted)}; "
-                         "refusing to load unverified artifacts.")
-    for required in (CONFIG, WEIGHTS):
-        if required not in listed:
-            raise ValueError(f"{listing} does not list {required}; refusing to load.")
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _atomic_write_text(path, text):
-    tmp = pathlib.Path(f"{path}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _family_of(model):
-    for name, cls in FAMILIES.items():
-        if type(model) is cls:
-            return name
-    raise ValueError(f"{type(model).__name__} is not a registered tfladder family "
-                     f"({sorted(FAMILIES)}).")
-
-
-def _json_default(value):
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"not JSON serializable: {value!r}")
+    """`artifacts.verify`: every file of `folder` checked against `SHA256SUMS`."""
+    return artifacts.verify(folder)
 
 
 def _warn_on_version_change(trained_with, folder):

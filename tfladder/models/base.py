@@ -101,7 +101,7 @@ class HierarchicalModel(keras.Model):
         self.free_bits = float(free_bits)
         self.num_importance_samples = check_positive_int(
             "num_importance_samples", num_importance_samples)
-        self.seed = int(seed) if seed is not None else random.randrange(2 ** 31)
+        self.seed = check_seed("seed", seed) if seed is not None else random.randrange(2 ** 31)
         self.observation = get_observation(self.observation_spec)
         self.params_per_channel = self.observation.params_per_channel
         self._trackers = {name: keras.metrics.Mean(name=name) for name in self.metric_names}
@@ -160,9 +160,22 @@ class HierarchicalModel(keras.Model):
           seed: Integer seed (stateless: the same seed gives the same images).
           mean: Return the likelihood mean p(x | z) (the usual way to show a
             VAE sample) instead of a draw from it.
+
+        Raises:
+          ValueError: `num_samples` outside [1, `max_samples`] (the images of
+            one call are held in memory: at most 2**28 pixel values, 1 GiB).
         """
         num_samples = check_positive_int("num_samples", num_samples)
+        if num_samples > self.max_samples:
+            raise ValueError(f"num_samples must be at most {self.max_samples} for "
+                             f"{self.image_shape} images (1 GiB of pixels per call), got "
+                             f"{num_samples}; draw them in several calls.")
         return self.sample_from_seed(num_samples, _as_seed(seed, 0), mean=mean)
+
+    @property
+    def max_samples(self):
+        """The most images one `sample` call draws (2**28 pixel values, 1 GiB)."""
+        return MAX_SAMPLE_VALUES // int(np.prod(self.image_shape))
 
     def sample_from_seed(self, num_samples, seed, mean=True):
         """`sample` for a `[2]` int32 seed tensor (graph friendly, used by exports)."""
@@ -208,8 +221,14 @@ class HierarchicalModel(keras.Model):
           num_samples: K >= 1.
           seed: Integer seed.
           max_batch: Largest number of (image, sample) pairs per forward pass.
+
+        Raises:
+          ValueError: `num_samples` outside [1, `MAX_IMPORTANCE_SAMPLES`].
         """
         num_samples = check_positive_int("num_samples", num_samples)
+        if num_samples > MAX_IMPORTANCE_SAMPLES:
+            raise ValueError(f"num_samples must be at most {MAX_IMPORTANCE_SAMPLES:,} "
+                             f"importance samples per image, got {num_samples:,}.")
         x = self.prepare_inputs(x)
         batch = int(x.shape[0])
         if max_batch is None:
@@ -382,9 +401,12 @@ class HierarchicalModel(keras.Model):
 
     # ---------------------------------------------------------- validation
     def _cast_inputs(self, x):
+        """float32 in [0, 1]. uint8 images are divided by 255, except a batch that
+        holds only 0 and 1, which is binary (as the `.npz` loader reads it)."""
         x = tf.convert_to_tensor(x)
         if x.dtype == tf.uint8:
-            return tf.cast(x, tf.float32) / 255.0
+            white = tf.where(tf.reduce_max(x) <= 1, 1.0, 255.0)
+            return tf.cast(x, tf.float32) / white
         return tf.cast(x, tf.float32)
 
     def prepare_inputs(self, x):
@@ -397,9 +419,27 @@ class HierarchicalModel(keras.Model):
         Raises:
           ValueError: naming what was expected.
         """
+        if isinstance(x, tf.data.Dataset):
+            raise ValueError("x must be an array of images [B, H, W, C], got a tf.data.Dataset; "
+                             "pass datasets to fit / evaluate / predict, or concatenate them "
+                             "(tfladder.evaluation.as_batches).")
+        if isinstance(x, (tf.RaggedTensor, tf.SparseTensor)):
+            raise ValueError(f"x must be a dense array of images [B, H, W, C], got a "
+                             f"{type(x).__name__}.")
         if isinstance(x, (list, tuple)):
-            x = np.asarray(x)
-        dtype = tf.as_dtype(x.dtype)
+            try:
+                x = np.asarray(x)
+            except ValueError as error:   # ragged nesting
+                raise ValueError(f"x must be an array of images [B, H, W, C]; a nested list "
+                                 f"that is not rectangular was given ({error}).") from None
+        if not (hasattr(x, "dtype") and hasattr(x, "shape")) or isinstance(x, (str, bytes)):
+            raise ValueError(f"x must be an array of images [B, H, W, C] (NumPy or tensor), "
+                             f"got {type(x).__name__}.")
+        try:
+            dtype = tf.as_dtype(x.dtype)
+        except TypeError:
+            raise ValueError(f"x must be float in [0, 1] or uint8 in [0, 255], got dtype "
+                             f"{x.dtype}.") from None
         if not (dtype.is_floating or dtype == tf.uint8):
             raise ValueError(f"x must be float in [0, 1] or uint8 in [0, 255], got dtype "
                              f"{dtype.name}.")
@@ -515,9 +555,26 @@ def _as_seed(seed, default):
     """An int, a `[2]` tensor or None -> a `[2]` int64 stateless seed."""
     if seed is None:
         seed = default
-    if isinstance(seed, (int, np.integer)):
-        return tf.constant([int(seed), 0], tf.int32)
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return tf.constant([check_seed("seed", seed), 0], tf.int32)
+    if isinstance(seed, (bool, float, str, bytes)):
+        raise ValueError(f"seed must be an integer in [0, 2**31) or a [2] int32 tensor, got "
+                         f"{seed!r}.")
     return tf.cast(seed, tf.int32)
+
+
+MAX_SEED = 2**31 - 1
+MAX_SAMPLE_VALUES = 2**28           # pixel values of one `sample` call (1 GiB of float32)
+MAX_IMPORTANCE_SAMPLES = 1_000_000  # K of L_K (memory is chunked; this bounds the time)
+
+
+def check_seed(name, value):
+    """An integer seed in [0, 2**31): stateless seeds are int32, so larger values
+    would wrap onto smaller ones (2**32 would equal 0)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+            or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{name} must be an integer in [0, 2**31), got {value!r}.")
+    return int(value)
 
 
 def check_positive_int(name, value):
