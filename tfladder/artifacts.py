@@ -198,8 +198,10 @@ def check_model_config(model_config, where="model config"):
     estimate = (sum(w * w for w in widths) * max(hidden_layers, 1)
                 + pixels * max(widths) * 2 + sum(f * f * 9 for f in filters) * 2)
     if estimate > MAX_PARAMETERS:
-        raise ValueError(f"{where}: the model would have about {estimate:.3g} parameters, more "
-                         f"than the {MAX_PARAMETERS:.0e} tfladder builds from a config file.")
+        raise ValueError(f"{where}: hidden_units {max(widths)}, num_hidden_layers "
+                         f"{hidden_layers}, conv_filters up to {max(filters)} and image_shape "
+                         f"{shape} would make about {estimate:.3g} parameters, more than the "
+                         f"{MAX_PARAMETERS:.0e} tfladder builds from a config file.")
 
 
 def build_model(config):
