@@ -333,6 +333,8 @@ def main(argv):
     except KeyboardInterrupt:
         _fail("interrupted (Ctrl-C); a training run resumes from its last complete epoch when "
               "the same command is run again.", command=args[0], status=130)
+    except FileNotFoundError as error:   # a path argument that names nothing
+        _fail(error, command=args[0])
     except OSError as error:   # Not the arguments: the file system (permissions, full disk).
         _fail(error, command=args[0], status=1)
     except tf.errors.OpError as error:   # e.g. a write by TensorFlow to a full disk

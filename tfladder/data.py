@@ -423,6 +423,8 @@ def _open_npz(path: str):
     """
     try:
         archive = np.load(path, allow_pickle=False)
+    except (PermissionError, IsADirectoryError):
+        raise   # the file system, not the file's content (the CLI exits with status 1)
     except ValueError as error:  # Neither zip nor .npy: numpy would have to unpickle it.
         raise ValueError(
             f"{path} is not an .npz archive (not a zip file; reading it would take unpickling, "
