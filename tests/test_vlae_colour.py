@@ -116,3 +116,21 @@ def test_zoo_variants_build(name):
     model = tfladder.zoo.build(name)
     model.build()
     assert model.count_params() < 3_800_000     # weights + SavedModel stay under 30 MB
+
+
+def test_progressive_stages_set_the_fade_in_order():
+    model = tfladder.VariationalLadderAutoencoder(
+        SHAPE, **{**CONFIG, "progressive_steps": 10, "fade_in_steps": 5,
+                  "progressive_stages": [0, 1, 0]})
+    alphas = lambda step: [round(float(a), 4) for a in model.layer_alphas(step)]
+    assert alphas(0) == [1.0, 0.0, 1.0]           # bottom and top from the start
+    assert alphas(9) == [1.0, 0.0, 1.0]
+    assert alphas(11) == [1.0, 0.4, 1.0]           # the middle layer fades in
+    assert alphas(20) == [1.0, 1.0, 1.0]
+    default = tfladder.VariationalLadderAutoencoder(
+        SHAPE, **{**CONFIG, "progressive_steps": 10, "fade_in_steps": 5})
+    assert [round(float(a), 4) for a in default.layer_alphas(10)] == [0.0, 0.2, 1.0]
+    copy = tfladder.VariationalLadderAutoencoder.from_config(model.get_config())
+    assert copy.progressive_stages == [0, 1, 0]
+    with pytest.raises(ValueError, match="one entry per latent layer"):
+        tfladder.VariationalLadderAutoencoder(SHAPE, **{**CONFIG, "progressive_stages": [0, 1]})

@@ -21,7 +21,12 @@ decoder input z_l -> alpha_l(t) * z_l,
 ```
 
 so that the deepest path claims the factors that explain most of the data
-(identity) before the shallow paths can.
+(identity) before the shallow paths can. `progressive_stages` generalises
+the order: layer l starts fading in at `progressive_stages[l] *
+progressive_steps` (default `L - l`, top first); e.g. `[0, 2, 1, 0]` starts
+the bottom and the top layers together, so that the bottom (shallow) path
+takes the global colour that would otherwise fall to the top layer trained
+alone, and the middle layers fade in afterwards.
 
 Generators. `generator="dense"` (the default) combines every latent in dense
 rungs and decodes z~_1 with one conv decoder f_0 mirroring all conv stages,
@@ -65,6 +70,10 @@ class VariationalLadderAutoencoder(HierarchicalModel):
         an optimizer (loaded, exported) uses every layer; fine-tuning with a
         fresh optimizer restarts the schedule, so rebuild the model with
         `progressive_steps=0` to fine-tune all layers at once.
+      progressive_stages: Optional list (bottom -> top) of non-negative
+        integers: layer l starts fading in after `progressive_stages[l] *
+        progressive_steps` steps (a stage of 0: trained from the start).
+        Default (None): top first, `L - 1 - l`.
 
     #### Examples
 
@@ -85,7 +94,7 @@ class VariationalLadderAutoencoder(HierarchicalModel):
                  num_hidden_layers=2, activation="leaky_relu", generative_activation="relu",
                  batch_norm=False, min_scale=1e-3, ladder_resolution=None,
                  progressive_steps=0, fade_in_steps=0, generator="dense",
-                 latent_map_size=512, **kwargs):
+                 latent_map_size=512, progressive_stages=None, **kwargs):
         super().__init__(image_shape, latent_dims, **kwargs)
         self.hidden_units = per_layer("hidden_units", hidden_units, self.num_layers)
         if conv_filters is None:
@@ -112,6 +121,13 @@ class VariationalLadderAutoencoder(HierarchicalModel):
             raise ValueError("generator='spatial' needs at least one convolutional rung "
                              "(conv_filters).")
         self.generator = generator
+        if progressive_stages is not None:
+            progressive_stages = [check_non_negative_int("progressive_stages", s)
+                                  for s in progressive_stages]
+            if len(progressive_stages) != self.num_layers:
+                raise ValueError(f"progressive_stages must have one entry per latent layer "
+                                 f"({self.num_layers}), got {progressive_stages}.")
+        self.progressive_stages = progressive_stages
         self.latent_map_size = check_non_negative_int("latent_map_size", latent_map_size)
 
         self.inference_rungs, self.generative_rungs = [], []
@@ -179,8 +195,10 @@ class VariationalLadderAutoencoder(HierarchicalModel):
         """
         step = tf.cast(step, tf.float32)
         alphas = []
+        stages = self.progressive_stages or [self.num_layers - 1 - l
+                                             for l in range(self.num_layers)]
         for l in range(self.num_layers):
-            start = float((self.num_layers - 1 - l) * self.progressive_steps)
+            start = float(stages[l] * self.progressive_steps)
             if start == 0.0:
                 alphas.append(tf.constant(1.0))
             else:
@@ -221,4 +239,5 @@ class VariationalLadderAutoencoder(HierarchicalModel):
                 "batch_norm": self.batch_norm, "min_scale": self.min_scale,
                 "ladder_resolution": self.ladder_resolution,
                 "progressive_steps": self.progressive_steps, "fade_in_steps": self.fade_in_steps,
-                "generator": self.generator, "latent_map_size": self.latent_map_size}
+                "generator": self.generator, "latent_map_size": self.latent_map_size,
+                "progressive_stages": self.progressive_stages}
