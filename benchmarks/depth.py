@@ -47,6 +47,8 @@ flags.DEFINE_list("ablation_depths", [], "Depths at which every family is also t
 flags.DEFINE_enum("dataset", "mnist", ["mnist", "binarized_mnist", "omniglot"],
                   "Training data.")
 flags.DEFINE_string("workdir", "/tmp/tfladder_depth", "Checkpoints of every run.")
+flags.DEFINE_bool("topdown_kl_balancing", False, "Top-down runs: NVAE's KL balancing during "
+                  "warm-up (as topdown_mnist); their deltas always see the top-down state.")
 flags.DEFINE_string("out", None, "Output stem (default benchmarks/results/depth_<dataset>).")
 
 LATENTS = [64, 32, 16, 8, 4]
@@ -54,7 +56,7 @@ HIDDEN = [512, 256, 128, 64, 32]
 DATASETS = {
     "mnist": zoo.DataSpec(zoo.MNIST, binarize="dynamic"),
     "binarized_mnist": zoo.DataSpec("../shared/data/binarized_mnist.npz"),
-    "omniglot": zoo.DataSpec(zoo.OMNIGLOT, binarize="dynamic"),
+    "omniglot": zoo.DataSpec("../shared/data/omniglot28.npz", binarize="dynamic"),
 }
 PAPER = ("LVAE paper (Sønderby et al. 2016), dynamically binarized MNIST, 2000 epochs with "
          "batch norm and warm-up: the 5-layer LVAE reaches ELBO -85.23 and L_5000 -82.12 "
@@ -84,6 +86,8 @@ class Run:
         model = dict(image_shape=(28, 28, 1), latent_dims=LATENTS[:self.depth],
                      hidden_units=HIDDEN[:self.depth], activation="leaky_relu",
                      batch_norm=self.batch_norm, observation="bernoulli")
+        if self.family == "topdown":
+            model.update(kl_balancing=FLAGS.topdown_kl_balancing)
         recipe = zoo.Recipe(epochs=epochs, batch_size=256,
                             warmup_epochs=max(1.0, epochs / 10) if self.warmup else 0.0)
         return zoo.Variant(name=f"depth_{self.name}", family=self.family,
