@@ -30,21 +30,30 @@ from tfladder.artifacts import (CHECKSUMS, CONFIG, METRICS, WEIGHTS, versions,  
                                 write_checksums, write_config)
 from tfladder.models import FAMILIES
 
-MNIST = "../shared/data/mnist.npz"
-OMNIGLOT = "../shared/data/omniglot28.npz"
-SVHN = "../shared/data/svhn_subset.npz"
-CELEBA = "../shared/data/celeba_subset_64.npz"
+# Variants name datasets (the TFDS names), never places: a local copy is found
+# through `--data FILE.npz`, `--data-dir DIR` or $TFLADDER_DATA_DIR (`tfladder.data`).
+MNIST = "mnist"
+OMNIGLOT = "omniglot"
+SVHN = "svhn_cropped"
+CELEBA = "celeb_a"
 NON_COMMERCIAL = ("Non-commercial research use only: the weights inherit the licence of "
                   "the training data.")
 
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
-    """Which data a variant trains and is evaluated on (see `tfladder.data`)."""
+    """Which data a variant trains and is evaluated on (see `tfladder.data`).
+
+    `source` names a dataset (`mnist`, `svhn_cropped`, ...), never a place;
+    a trained folder also records the local copy it was read from, by file
+    name and sha256 (`file`, `sha256`), when it was one.
+    """
     source: str
     train_split: str = "train"
     test_split: str = "test"
     binarize: str | None = None
+    file: str | None = None
+    sha256: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
