@@ -134,3 +134,32 @@ def test_progressive_stages_set_the_fade_in_order():
     assert copy.progressive_stages == [0, 1, 0]
     with pytest.raises(ValueError, match="one entry per latent layer"):
         tfladder.VariationalLadderAutoencoder(SHAPE, **{**CONFIG, "progressive_stages": [0, 1]})
+
+
+def test_broadcast_latent_changes_every_position_alike():
+    rung = SpatialGenerativeRung(2, 16, (4, 4, 8), latent_channels=8, broadcast=True)
+    z = tf.constant([[0.5, -1.0], [2.0, 0.3]])
+    out = rung([tf.zeros((2, 4, 4, 8)), z])
+    assert rung.v(z).shape == (2, 8)                    # [B, c_z]: no spatial pattern
+    # With a constant map from above, the output is the same at every inner position.
+    np.testing.assert_allclose(out[:, 1:3, 1:3], np.broadcast_to(out[:, 1:2, 1:2],
+                                                                 out[:, 1:3, 1:3].shape),
+                               atol=1e-6)
+    assert SpatialGenerativeRung.from_config(rung.get_config()).broadcast
+
+
+def test_broadcast_latents_in_the_model(tmp_path):
+    model = tfladder.VariationalLadderAutoencoder(SHAPE, **{**CONFIG, "broadcast_latents": 1})
+    model.build()
+    assert model.generative_rungs[0].broadcast and not model.generative_rungs[1].broadcast
+    copy = tfladder.VariationalLadderAutoencoder.from_config(model.get_config())
+    path = str(tmp_path / "b.weights.h5")
+    model.save_weights(path)
+    copy.load_weights(path)
+    np.testing.assert_allclose(copy.elbo(images(), seed=1), model.elbo(images(), seed=1),
+                               rtol=1e-5)
+    with pytest.raises(ValueError, match="broadcast_latents"):
+        tfladder.VariationalLadderAutoencoder(SHAPE, **{**CONFIG, "broadcast_latents": 3})
+    with pytest.raises(ValueError, match="broadcast_latents"):
+        tfladder.VariationalLadderAutoencoder(
+            SHAPE, **{**CONFIG, "generator": "dense", "broadcast_latents": 1})

@@ -178,11 +178,15 @@ class SpatialGenerativeRung(keras.layers.Layer):
       up_filters: Filters of the stride-2 transposed convolutions after the
         merge (each doubles the resolution; may be empty).
       latent_channels: Channels c_z of the latent's map.
+      broadcast: If True, the latent's map is spatially constant (`Dense(v_l(z_l))`
+        of size c_z tiled over the r x r positions): z_l can only change the
+        rung's features everywhere at once (a global factor such as colour
+        or light), not draw a spatial pattern of its own.
       activation, batch_norm: As in `MLP`.
     """
 
     def __init__(self, latent_dim, units, map_shape, up_filters=(), latent_channels=8,
-                 activation="relu", batch_norm=False, **kwargs):
+                 activation="relu", batch_norm=False, broadcast=False, **kwargs):
         super().__init__(**kwargs)
         self.latent_dim = int(latent_dim)
         self.units = int(units)
@@ -191,11 +195,13 @@ class SpatialGenerativeRung(keras.layers.Layer):
         self.latent_channels = int(latent_channels)
         self.activation = activation
         self.batch_norm = bool(batch_norm)
+        self.broadcast = bool(broadcast)
         height, width, channels = self.map_shape
-        self._latent_map = (height, width, self.latent_channels)
+        self._latent_map = ((1, 1) if self.broadcast else (height, width)) + (
+            self.latent_channels,)
         self.flatten = Flatten()
-        self.v = MLP([self.units, height * width * self.latent_channels],
-                     activation=activation, batch_norm=batch_norm)
+        self.v = MLP([self.units, self._latent_map[0] * self._latent_map[1]
+                      * self.latent_channels], activation=activation, batch_norm=batch_norm)
         self.project = MLP([height * width * channels], activation=activation,
                            batch_norm=batch_norm)
         self.merge = keras.layers.Conv2D(channels, 3, padding="same", name="merge")
@@ -237,6 +243,8 @@ class SpatialGenerativeRung(keras.layers.Layer):
         else:
             above, z = None, inputs
         m = keras.ops.reshape(self.v(z, training=training), (-1,) + self._latent_map)
+        if self.broadcast:
+            m = keras.ops.tile(m, (1,) + self.map_shape[:2] + (1,))
         if above is not None:
             if len(above.shape) == 2:
                 above = keras.ops.reshape(self.project(above, training=training),
@@ -252,4 +260,4 @@ class SpatialGenerativeRung(keras.layers.Layer):
         return {**super().get_config(), "latent_dim": self.latent_dim, "units": self.units,
                 "map_shape": list(self.map_shape), "up_filters": self.up_filters,
                 "latent_channels": self.latent_channels, "activation": self.activation,
-                "batch_norm": self.batch_norm}
+                "batch_norm": self.batch_norm, "broadcast": self.broadcast}

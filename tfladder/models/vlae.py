@@ -36,6 +36,10 @@ conv rung enters the decoder as a feature map at that rung's resolution
 (`SpatialGenerativeRung`), so z_1 is one or two convolutions from the
 pixels and can only make shallow, low-level changes (colour, local shape),
 while z_L passes through the whole decoder. The flat prior is unchanged.
+`broadcast_latents=k` makes the maps of the k bottom latents spatially
+constant (`SpatialGenerativeRung(broadcast=True)`): those layers can only
+modulate the decoder's features everywhere at once (global factors such as
+colour and light), not paint a spatial pattern.
 """
 import tensorflow as tf
 
@@ -70,6 +74,11 @@ class VariationalLadderAutoencoder(HierarchicalModel):
         an optimizer (loaded, exported) uses every layer; fine-tuning with a
         fresh optimizer restarts the schedule, so rebuild the model with
         `progressive_steps=0` to fine-tune all layers at once.
+      generator: "dense" (default) or "spatial" (module docstring).
+      latent_map_size: With the spatial generator, the number of values
+        (height x width x channels) of each conv latent's feature map.
+      broadcast_latents: With the spatial generator, how many bottom layers
+        enter as spatially constant maps (module docstring).
       progressive_stages: Optional list (bottom -> top) of non-negative
         integers: layer l starts fading in after `progressive_stages[l] *
         progressive_steps` steps (a stage of 0: trained from the start).
@@ -94,7 +103,8 @@ class VariationalLadderAutoencoder(HierarchicalModel):
                  num_hidden_layers=2, activation="leaky_relu", generative_activation="relu",
                  batch_norm=False, min_scale=1e-3, ladder_resolution=None,
                  progressive_steps=0, fade_in_steps=0, generator="dense",
-                 latent_map_size=512, progressive_stages=None, **kwargs):
+                 latent_map_size=512, progressive_stages=None, broadcast_latents=0,
+                 **kwargs):
         super().__init__(image_shape, latent_dims, **kwargs)
         self.hidden_units = per_layer("hidden_units", hidden_units, self.num_layers)
         if conv_filters is None:
@@ -128,6 +138,11 @@ class VariationalLadderAutoencoder(HierarchicalModel):
                 raise ValueError(f"progressive_stages must have one entry per latent layer "
                                  f"({self.num_layers}), got {progressive_stages}.")
         self.progressive_stages = progressive_stages
+        self.broadcast_latents = check_non_negative_int("broadcast_latents", broadcast_latents)
+        if self.broadcast_latents and (self.generator != "spatial" or not all(
+                conv_rungs[:self.broadcast_latents])):
+            raise ValueError("broadcast_latents needs generator='spatial' and that many "
+                             "convolutional rungs at the bottom.")
         self.latent_map_size = check_non_negative_int("latent_map_size", latent_map_size)
 
         self.inference_rungs, self.generative_rungs = [], []
@@ -168,11 +183,13 @@ class VariationalLadderAutoencoder(HierarchicalModel):
                              f"stride-2 stages of conv_filters {self.conv_filters}.")
         channels = self.conv_filters[l][-1]
         up = self.conv_filters[l][::-1][1:] + ([self.conv_filters[l - 1][-1]] if l else [])
-        latent_channels = max(1, min(channels, self.latent_map_size // (size * size)))
+        broadcast = l < self.broadcast_latents
+        latent_channels = (channels if broadcast else
+                           max(1, min(channels, self.latent_map_size // (size * size))))
         return SpatialGenerativeRung(
             self.latent_dims[l], self.hidden_units[l], (size, size, channels), up_filters=up,
             latent_channels=latent_channels, activation=self.generative_activation,
-            batch_norm=self.batch_norm, name=f"generative_{l + 1}")
+            batch_norm=self.batch_norm, broadcast=broadcast, name=f"generative_{l + 1}")
 
     def infer(self, x, seed, training=False, use_mean=False, repeats=1):
         seeds = layer_seeds(seed, self.num_layers)
@@ -240,4 +257,5 @@ class VariationalLadderAutoencoder(HierarchicalModel):
                 "ladder_resolution": self.ladder_resolution,
                 "progressive_steps": self.progressive_steps, "fade_in_steps": self.fade_in_steps,
                 "generator": self.generator, "latent_map_size": self.latent_map_size,
-                "progressive_stages": self.progressive_stages}
+                "progressive_stages": self.progressive_stages,
+                "broadcast_latents": self.broadcast_latents}
