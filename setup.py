@@ -4,6 +4,7 @@ import pathlib
 from setuptools import find_packages, setup
 
 HERE = pathlib.Path(__file__).parent
+QUICK_START = "vlae_mnist"   # the variant of the README's first command
 
 
 setup(
@@ -16,10 +17,13 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     # The zoo artifacts live at the top level (zoo/<name>/) and install as the
-    # data-only package tfladder._zoo, so a wheel carries them.
+    # data-only package tfladder._zoo. The wheel carries the quick-start variant
+    # and index.json; every other pretrained variant is a release archive
+    # (tfladder.zoo.pack_release), fetched on first use and verified by sha256.
     packages=find_packages(include=["tfladder", "tfladder.*"]) + ["tfladder._zoo"],
     package_dir={"tfladder._zoo": "zoo"},
-    package_data={"tfladder._zoo": ["*/*", "*/*/*", "*/*/*/*"]},
+    package_data={"tfladder._zoo": ["index.json"] + [
+        f"{QUICK_START}/{'*/' * depth}*" for depth in range(4)]},
     install_requires=[
         "tensorflow>=2.18,<2.22",
         "tensorflow-probability[tf]>=0.25,<0.26",

@@ -361,3 +361,76 @@ def _json_default(value):
     if hasattr(value, "item"):    # NumPy scalars
         return value.item()
     raise TypeError(f"not JSON serializable: {value!r}")
+
+
+# ----------------------------------------------------------- distribution
+ARCHIVE_SUFFIX = ".tar.gz"
+MAX_ARCHIVE_BYTES = 100 * 2**20     # every distributed file stays under the index's 100 MB
+
+
+def pack(folder, out_dir):
+    """Writes `folder` (verified) as a reproducible `<name>.tar.gz` in `out_dir`.
+
+    Entries are sorted, with mtime 0 and no owner, so the same folder always
+    gives the same bytes (and sha256).
+
+    Returns:
+      `(path, sha256, size)` of the archive.
+    """
+    import gzip
+    import tarfile
+    folder, out_dir = pathlib.Path(folder), pathlib.Path(out_dir)
+    files = verify(folder)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{folder.name}{ARCHIVE_SUFFIX}"
+
+    def write(tmp):
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as zipped, \
+                tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as archive:
+            for relative in sorted(files):
+                info = archive.gettarinfo(str(folder / relative), arcname=relative)
+                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+                info.mode = 0o644
+                with open(folder / relative, "rb") as handle:
+                    archive.addfile(info, handle)
+
+    fileio.write_atomically(path, write)
+    size = path.stat().st_size
+    if size > MAX_ARCHIVE_BYTES:
+        raise ValueError(f"{path} is {size / 2**20:.1f} MB, over the {MAX_ARCHIVE_BYTES >> 20} "
+                         "MB that a distributed file may have.")
+    return path, sha256(path), size
+
+
+def unpack(archive, folder):
+    """Extracts a `pack` archive into the new folder `folder` and verifies it.
+
+    Only regular files and folders are extracted (no links, no absolute or
+    `..` paths, no devices); the folder is staged beside `folder` and renamed
+    into place once it verifies, so a failure leaves nothing.
+    """
+    import tarfile
+    folder = pathlib.Path(folder)
+    staged = fileio.staging_path(folder, "unpack")
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = tar.getmembers()
+            total = 0
+            for member in members:
+                posix = pathlib.PurePosixPath(member.name)
+                if not (member.isfile() or member.isdir()) or posix.is_absolute() \
+                        or ".." in posix.parts:
+                    raise ValueError(f"{archive}: refusing the entry {member.name!r} (only "
+                                     "regular files inside the folder are accepted).")
+                total += member.size
+            if total > 4 * MAX_ARCHIVE_BYTES:
+                raise ValueError(f"{archive} would unpack to {total >> 20} MB; refusing it.")
+            tar.extractall(staged, members=members, filter="data")
+        verify(staged)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staged, folder)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return folder

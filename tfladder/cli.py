@@ -10,6 +10,7 @@ tfladder sample VARIANT --out samples.png [--num N] [--seed S]
 tfladder traverse VARIANT --out traversal.png [--seed S]
 tfladder export VARIANT --out DIR
 tfladder card VARIANT
+tfladder fetch VARIANT [--archive FILE]
 tfladder --help | help [COMMAND] | COMMAND --help
 ```
 
@@ -36,6 +37,8 @@ flags.DEFINE_string("data", None, "Data source: a tfladder.data name (e.g. mnist
                     "mnist) or a path to a .npz file. Default: the variant's own data.")
 flags.DEFINE_string("data-dir", None, "A folder of local copies <dataset>.npz (default: "
                     "$TFLADDER_DATA_DIR); without one, TensorFlow Datasets is used.")
+flags.DEFINE_string("archive", None, "fetch: a downloaded archive to install instead of "
+                    "downloading it.")
 flags.DEFINE_bool("json", False, "evaluate: print the result as JSON.")
 flags.DEFINE_string("split", "test", "Split to evaluate.")
 flags.DEFINE_integer("epochs", None, "Training epochs (default: the variant's recipe).")
@@ -71,6 +74,7 @@ COMMAND_FLAGS = {
     "traverse": ["out", "seed"],
     "export": ["out"],
     "card": [],
+    "fetch": ["archive"],
 }
 USAGE = {
     "list": "tfladder list",
@@ -80,6 +84,7 @@ USAGE = {
     "traverse": "tfladder traverse VARIANT --out FILE.png [flags]",
     "export": "tfladder export VARIANT --out DIR",
     "card": "tfladder card VARIANT",
+    "fetch": "tfladder fetch VARIANT [--archive FILE]",
 }
 
 
@@ -175,7 +180,7 @@ def list_(args):
             zoo.artifact_dir(name)
             status = "pretrained"
         except FileNotFoundError:
-            status = "untrained"
+            status = "download" if name in zoo.index() else "untrained"
         print(f"{name:<15} {variant.family:<8} {status:<11} {variant.description}")
 
 
@@ -283,6 +288,15 @@ def export(args):
     model = zoo.load(name)
     export_saved_model(model, out)
     print(f"Exported SavedModel to {out}.")
+
+
+@command
+def fetch(args):
+    """Downloads (or installs from --archive) a pretrained variant into the cache, verified."""
+    from tfladder import zoo
+    name = _one_variant(args)
+    folder = zoo.fetch(name, archive=_flag("archive"))
+    print(f"{name} is ready in {folder}.")
 
 
 @command

@@ -21,11 +21,12 @@ model.sample(16, seed=0)
 import dataclasses
 import difflib
 import importlib.resources
+import json
 import os
 import pathlib
 import warnings
 
-from tfladder import artifacts
+from tfladder import artifacts, fileio
 from tfladder.artifacts import (CHECKSUMS, CONFIG, METRICS, WEIGHTS, versions,  # noqa: F401
                                 write_checksums, write_config)
 from tfladder.models import FAMILIES
@@ -207,21 +208,148 @@ def build(name, **overrides):
 
 
 def artifact_dir(name_or_path):
-    """The folder of a shipped variant, or `name_or_path` itself if it is a folder.
+    """The folder of a variant: `name_or_path` itself if it is a folder, else the
+    installed copy (inside the package) or the cached download of that name.
 
     Raises:
-      ValueError: unknown name. FileNotFoundError: a known variant whose
-        artifacts are not shipped in this installation.
+      ValueError: unknown name. FileNotFoundError: a known variant that is
+        neither installed nor cached here (the message says how to get it).
     """
     path = pathlib.Path(os.fspath(name_or_path)).expanduser()
     if path.is_dir():
         return path
-    get(str(name_or_path))
-    shipped = zoo_root() / str(name_or_path)
-    if not (shipped / CONFIG).exists():
-        raise FileNotFoundError(f"Zoo variant {name_or_path!r} has no shipped artifacts in "
-                                f"{shipped}; train it with `tfladder train {name_or_path}`.")
-    return shipped
+    name = str(name_or_path)
+    get(name)
+    shipped = zoo_root() / name
+    if (shipped / CONFIG).exists():
+        return shipped
+    cached = _cache_folder(name)
+    if cached is not None and (cached / CONFIG).exists():
+        return cached
+    raise FileNotFoundError(_how_to_get(name))
+
+
+# ------------------------------------------------------------ distribution
+# The package carries the quick-start variant; every other pretrained variant
+# is one archive, listed with its sha256 in `index.json` (shipped in the
+# package), fetched on first use into a cache and verified (the keras-hub /
+# keras.applications convention).
+INDEX = "index.json"
+ZOO_URL_ENV = "TFLADDER_ZOO_URL"
+CACHE_ENV = "TFLADDER_CACHE"
+DEFAULT_ZOO_URL = "https://github.com/tfladder/tfladder/releases/download/v{version}/"
+
+
+def index():
+    """`{name: {"archive", "sha256", "size"}}` of the published archives."""
+    path = zoo_root() / INDEX
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text()).get("variants", {})
+
+
+def zoo_url():
+    """Where the archives are published (`$TFLADDER_ZOO_URL` overrides)."""
+    from tfladder import __version__
+    url = os.environ.get(ZOO_URL_ENV) or DEFAULT_ZOO_URL.format(version=__version__)
+    return url if url.endswith("/") else url + "/"
+
+
+def cache_root():
+    """`$TFLADDER_CACHE/zoo`, default `~/.cache/tfladder/zoo`."""
+    base = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tfladder")
+    return pathlib.Path(base).expanduser() / "zoo"
+
+
+def _cache_folder(name):
+    entry = index().get(name)
+    return cache_root() / f"{name}-{entry['sha256'][:16]}" if entry else None
+
+
+def _how_to_get(name, reason=""):
+    entry = index().get(name)
+    if entry is None:
+        return (f"Zoo variant {name!r} is not pretrained in this installation; train it with "
+                f"`tfladder train {name}`.")
+    url = zoo_url() + entry["archive"]
+    return (f"Zoo variant {name!r} is not installed or cached here{reason}. Get it with "
+            f"`tfladder fetch {name}` (or tfladder.zoo.fetch({name!r})), which downloads {url} "
+            f"({entry['size'] / 2**20:.0f} MB, sha256 {entry['sha256']}) into {cache_root()}; "
+            f"offline, download that file elsewhere and run `tfladder fetch {name} --archive "
+            f"FILE`. Set ${ZOO_URL_ENV} for a mirror.")
+
+
+def fetch(name, archive=None, timeout=60):
+    """Puts the pretrained variant `name` into the cache and returns its folder.
+
+    Downloads `index()[name]["archive"]` from `zoo_url()` (or takes the local
+    file `archive`), checks its sha256 against the index before unpacking
+    anything, unpacks and verifies it. A tampered or truncated download is
+    refused and nothing is cached.
+
+    Raises:
+      ValueError: unknown name, or an archive whose sha256 differs.
+      FileNotFoundError: the download failed (the message says what to do).
+    """
+    import urllib.request
+    get(name)
+    entry = index().get(name)
+    if entry is None:
+        raise FileNotFoundError(_how_to_get(name))
+    folder = _cache_folder(name)
+    if (folder / CONFIG).exists():
+        artifacts.verify(folder)
+        return folder
+    cache_root().mkdir(parents=True, exist_ok=True)
+    partial = cache_root() / f".{entry['archive']}.{os.getpid()}.partial"
+    try:
+        if archive is None:
+            url = zoo_url() + entry["archive"]
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response, \
+                        open(partial, "wb") as out:
+                    received = 0
+                    for block in iter(lambda: response.read(1 << 20), b""):
+                        received += len(block)
+                        if received > entry["size"]:
+                            raise ValueError(f"{url} is larger than the {entry['size']} bytes "
+                                             "the index lists; refusing it.")
+                        out.write(block)
+            except OSError as error:
+                raise FileNotFoundError(_how_to_get(name, f" and downloading {url} failed "
+                                                          f"({error})")) from error
+            source = partial
+        else:
+            source = pathlib.Path(archive)
+        actual = artifacts.sha256(source)
+        if actual != entry["sha256"]:
+            raise ValueError(f"{entry['archive']} has sha256 {actual}, but the index lists "
+                             f"{entry['sha256']}: the file is corrupt or was modified; nothing "
+                             "was cached.")
+        artifacts.unpack(source, folder)
+    finally:
+        partial.unlink(missing_ok=True)
+    return folder
+
+
+def pack_release(out_dir, names=None):
+    """Packs pretrained variants into `out_dir` (one archive each) and writes
+    `zoo/index.json` with their sha256: what a release publishes.
+
+    Run from a source checkout:
+    `python -c "import tfladder; tfladder.zoo.pack_release('dist/zoo')"`.
+    """
+    entries = {}
+    for name in names or available():
+        folder = zoo_root() / name
+        if not (folder / CONFIG).exists():
+            continue
+        path, digest, size = artifacts.pack(folder, out_dir)
+        entries[name] = {"archive": path.name, "sha256": digest, "size": size}
+    text = json.dumps({"variants": entries}, indent=2, sort_keys=True) + "\n"
+    fileio.write_text_atomically(zoo_root() / INDEX, text)
+    return entries
 
 
 def zoo_root():
@@ -246,7 +374,12 @@ def load(name_or_path, verify=True):
         be built.
       FileNotFoundError: missing artifacts.
     """
-    folder = artifact_dir(name_or_path)
+    try:
+        folder = artifact_dir(name_or_path)
+    except FileNotFoundError:
+        if str(name_or_path) not in index():
+            raise
+        folder = fetch(str(name_or_path))     # first use: download, verify, cache
     if verify:
         artifacts.verify(folder)
     config = artifacts.read_config(folder)
