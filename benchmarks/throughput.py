@@ -17,7 +17,6 @@ For the `--profile` variant (empty: none) the run also records
 
 Everything from the line `<!-- notes -->` of an existing results file on is kept.
 """
-import contextlib
 import math
 import pathlib
 import statistics
@@ -30,7 +29,6 @@ from absl import app, flags
 from tfladder import benchmarking, training, zoo
 from tfladder import data as data_lib
 from tfladder.export import export_saved_model
-from tfladder.models import base
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("variants", ["vae_mnist", "hvae_mnist", "lvae_mnist", "vlae_mnist",
@@ -45,17 +43,6 @@ flags.DEFINE_integer("rounds", 15, "Alternating windows of the comparisons.")
 flags.DEFINE_string("out", "benchmarks/results/throughput.md", "Markdown output.")
 
 NOTES_MARKER = "<!-- notes -->"
-
-
-@contextlib.contextmanager
-def keras_optimizer_update():
-    """While tracing: the optimizer update as Keras' own ops (no XLA), as before."""
-    compiled = base._compiled
-    base._compiled = lambda fn: fn
-    try:
-        yield
-    finally:
-        base._compiled = compiled
 
 
 def steps_per_call(variant):
@@ -100,14 +87,14 @@ def profile_section(name):
     images = benchmarking.binary_images(batch * 8, variant.model["image_shape"])
     lines = [f"## Profile of one {name} training step (batch {batch})", ""]
 
-    def build(jit=False):
-        return benchmarking.compiled(lambda: zoo.build(name, seed=0), jit)
+    def build(jit=False, xla_update=True):
+        return benchmarking.compiled(lambda: zoo.build(name, seed=0), jit,
+                                     xla_optimizer_update=xla_update)
 
-    with keras_optimizer_update():
-        before = build()
-        by_phase_before = benchmarking.op_time_breakdown(before, images, batch, group="phase")
-        by_type_before = benchmarking.op_time_breakdown(before, images, batch)
-        ops_before = benchmarking.op_count_per_step(before, images, batch)
+    before = build(xla_update=False)
+    by_phase_before = benchmarking.op_time_breakdown(before, images, batch, group="phase")
+    by_type_before = benchmarking.op_time_breakdown(before, images, batch)
+    ops_before = benchmarking.op_count_per_step(before, images, batch)
     after = build()
     by_phase = benchmarking.op_time_breakdown(after, images, batch, group="phase")
     by_type = benchmarking.op_time_breakdown(after, images, batch)
@@ -149,12 +136,12 @@ def profile_section(name):
 
     # Before / after in alternating windows of one process.
     before_label = "Keras optimizer update (before)"
-    models = {before_label: build(),
+    models = {before_label: build(xla_update=False),
               "XLA-compiled optimizer update (now)": build(),
               "jit_compile=True (whole step)": build(True)}
     rates = benchmarking.interleaved_throughput(
         models, benchmarking.in_memory_batches(images, batch), batch, steps=10,
-        rounds=FLAGS.rounds, trace_contexts={before_label: keras_optimizer_update})
+        rounds=FLAGS.rounds)
     base_label = next(iter(models))
     lines += [f"### Optimizer update: before / after ({FLAGS.rounds} alternating windows "
               "of 10 steps)", "",

@@ -85,7 +85,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfladder import figures
-from tfladder.models.base import check_positive_int
+from tfladder.checks import check_positive_int
 
 _GENERATE_BATCH = 500
 

@@ -324,11 +324,12 @@ def sample_latency(saved_model_dir, count=64, repeats=20):
     return statistics.median(times)
 
 
-def compiled(model_factory, jit_compile, steps_per_execution=1):
+def compiled(model_factory, jit_compile, steps_per_execution=1, xla_optimizer_update=True):
     """A freshly built and compiled model (`jit_compile` True/False)."""
     model = model_factory()
     model.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile,
-                  steps_per_execution=steps_per_execution)
+                  steps_per_execution=steps_per_execution,
+                  xla_optimizer_update=xla_optimizer_update)
     return model
 
 

@@ -99,6 +99,8 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 import tensorflow as tf
+
+from tfladder.checks import check_positive_int
 from absl import logging
 
 __all__ = [
@@ -726,11 +728,6 @@ _BINARIZATIONS: dict[str | None, Callable[[tf.data.Dataset, int], tf.data.Datase
 }
 
 
-def _check_positive(name: str, value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-
-
 # Epoch streams: every random choice of epoch e is a stateless op keyed on
 # fold_in([seed, salt], e), so it does not depend on how many epochs (or
 # iterators) this process has gone through, nor on the global TF seed.
@@ -882,14 +879,14 @@ def load(
         values.
       FileNotFoundError: if a `.npz` source does not exist.
     """
-    _check_positive("batch_size", batch_size)
-    _check_positive("shuffle_buffer", shuffle_buffer)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("shuffle_buffer", shuffle_buffer)
     if limit is not None:
-        _check_positive("limit", limit)
+        check_positive_int("limit", limit)
     if binarize not in _BINARIZATIONS:
         raise ValueError(f"binarize must be one of {list(_BINARIZATIONS)}, got {binarize!r}.")
     if epochs is not None:
-        _check_positive("epochs", epochs)
+        check_positive_int("epochs", epochs)
         if not 0 <= first_epoch <= epochs:
             raise ValueError(f"first_epoch must lie in [0, epochs={epochs}], got {first_epoch!r}.")
         if repeat:

@@ -87,7 +87,7 @@ def endpoint_functions(model):
 
     def elbo(x):
         x = checked_images(x)
-        terms = model._elbo_terms(x, tf.constant([ELBO_SEED, 0], tf.int32))
+        terms = model.elbo_terms(x, seed=tf.constant([ELBO_SEED, 0], tf.int32))
         return terms._asdict()
 
     return {

@@ -48,7 +48,7 @@ from tfladder.callbacks import EpochCheckpoint, StopOnRepeatedSkips
 from tfladder.export import export_saved_model
 from tfladder.fileio import write_text_atomically
 from tfladder.models import FAMILIES
-from tfladder.models.base import check_positive_int
+from tfladder.checks import check_positive_int
 
 MAX_STEPS_PER_EXECUTION = 32
 MODEL_DIR = "model"

@@ -37,9 +37,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tensorflow.python.framework import config as tf_config
 
-from tfladder import gaussian
+from tfladder import gaussian, replicas
+from tfladder.checks import (MAX_SEED, check_non_negative_int, check_positive_int,  # noqa: F401
+                             check_seed)
 from tfladder.layers.observations import get_observation
 
 tfd = tfp.distributions
@@ -102,6 +103,7 @@ class HierarchicalModel(keras.Model):
         self.num_importance_samples = check_positive_int(
             "num_importance_samples", num_importance_samples)
         self.seed = check_seed("seed", seed) if seed is not None else random.randrange(2 ** 31)
+        self.xla_optimizer_update = True    # set by `compile`
         self.observation = get_observation(self.observation_spec)
         self.params_per_channel = self.observation.params_per_channel
         self._trackers = {name: keras.metrics.Mean(name=name) for name in self.metric_names}
@@ -317,9 +319,16 @@ class HierarchicalModel(keras.Model):
             loss_sum = tf.reduce_sum(terms.distortion + beta * terms.rate)
         return loss_sum, terms
 
-    def compile(self, optimizer="adam", **kwargs):
+    def compile(self, optimizer="adam", xla_optimizer_update=True, **kwargs):
         """`keras.Model.compile`, then builds the model and the optimizer so that
-        every variable exists before a checkpoint is restored into it."""
+        every variable exists before a checkpoint is restored into it.
+
+        Args:
+          xla_optimizer_update: Compile the optimizer update with XLA (one fused
+            pass per variable instead of Keras' ~27 small ops; see
+            `tfladder.replicas.apply_if`). False keeps Keras' own update.
+        """
+        self.xla_optimizer_update = bool(xla_optimizer_update)
         super().compile(optimizer=optimizer, **kwargs)
         self.build()
         self.optimizer.build(self.trainable_variables)
@@ -339,7 +348,7 @@ class HierarchicalModel(keras.Model):
         x = self.prepare_inputs(_unpack(data))
         beta = self.beta(self.optimizer.iterations)
         seed = self._step_seed(_TRAIN_SALT)
-        global_count = _global_count(x)
+        global_count = replicas.global_count(x)
         with tf.GradientTape() as tape:
             loss_sum, terms = self._loss_terms(x, seed, beta, training=True)
             loss = loss_sum / global_count
@@ -347,8 +356,9 @@ class HierarchicalModel(keras.Model):
         grads = tape.gradient(loss, variables)
         finite = tf.logical_and(tf.math.is_finite(loss),
                                 tf.math.is_finite(tf.linalg.global_norm(grads)))
-        finite = _all_replicas(finite)
-        _apply_if(finite, self.optimizer, grads, variables)
+        finite = replicas.all_replicas(finite)
+        replicas.apply_if(finite, self.optimizer, grads, variables,
+                          xla=self.xla_optimizer_update)
         self._trackers["skipped_updates"].update_state(1.0 - tf.cast(finite, tf.float32))
         return self._update_trackers(loss_sum, terms, beta)
 
@@ -493,62 +503,8 @@ def _unpack(data):
     return data
 
 
-def _global_count(x):
-    """Number of examples in the global batch (all replicas)."""
-    local = tf.cast(tf.shape(x)[0], tf.float32)
-    replica = tf.distribute.get_replica_context()
-    if replica is None or replica.num_replicas_in_sync == 1:
-        return tf.maximum(local, 1.0)
-    return tf.maximum(replica.all_reduce(tf.distribute.ReduceOp.SUM, local), 1.0)
-
-
-def _all_replicas(flag):
-    """True only if `flag` is True on every replica (no replica reports False)."""
-    replica = tf.distribute.get_replica_context()
-    if replica is None or replica.num_replicas_in_sync == 1:
-        return flag
-    failures = replica.all_reduce(tf.distribute.ReduceOp.SUM,
-                                  1.0 - tf.cast(flag, tf.float32))
-    return failures < 0.5
-
-
-def _apply_if(condition, optimizer, grads, variables):
-    """`optimizer.apply(grads, variables)` only if `condition` (equal on all replicas).
-
-    Under the default (no) strategy the update is skipped exactly (`tf.cond`).
-    Under a `tf.distribute` strategy, even with one replica, the optimizer
-    aggregates gradients with a `merge_call`, which cannot sit inside a
-    `tf.cond` in replica context; there the update is applied with zero
-    gradients instead, so no weight ever sees a NaN, but Adam's moments decay
-    for that step.
-
-    Under the default strategy, in a graph, the update is compiled with XLA:
-    Keras applies Adam as about 27 small ops per variable (3,186 of the
-    lvae_mnist step's 5,081 ops); XLA fuses them into one pass over each
-    variable, 1.6x faster (benchmarks/results/throughput.md). Same formulas;
-    the rounding may differ in the last bits.
-    """
-    if not tf.distribute.has_strategy():
-        update = _compiled(lambda: optimizer.apply(grads, variables))
-
-        def apply():
-            update()
-            return tf.constant(True)
-
-        tf.cond(condition, apply, lambda: tf.constant(False))
-        return
-    optimizer.apply([tf.where(condition, g, tf.zeros_like(g)) for g in grads], variables)
-
-
-def _compiled(fn):
-    """`fn` as an XLA-compiled function when tracing a graph, else `fn` itself.
-
-    Eagerly (`run_eagerly=True`) a new function would be compiled at every call,
-    and with op determinism enabled Keras turns XLA off as well.
-    """
-    if tf.executing_eagerly() or tf_config.is_op_determinism_enabled():
-        return fn
-    return tf.function(fn, jit_compile=True, autograph=False)
+MAX_SAMPLE_VALUES = 2**28           # pixel values of one `sample` call (1 GiB of float32)
+MAX_IMPORTANCE_SAMPLES = 1_000_000  # K of L_K (memory is chunked; this bounds the time)
 
 
 def _as_seed(seed, default):
@@ -561,32 +517,6 @@ def _as_seed(seed, default):
         raise ValueError(f"seed must be an integer in [0, 2**31) or a [2] int32 tensor, got "
                          f"{seed!r}.")
     return tf.cast(seed, tf.int32)
-
-
-MAX_SEED = 2**31 - 1
-MAX_SAMPLE_VALUES = 2**28           # pixel values of one `sample` call (1 GiB of float32)
-MAX_IMPORTANCE_SAMPLES = 1_000_000  # K of L_K (memory is chunked; this bounds the time)
-
-
-def check_seed(name, value):
-    """An integer seed in [0, 2**31): stateless seeds are int32, so larger values
-    would wrap onto smaller ones (2**32 would equal 0)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-            or not 0 <= value <= MAX_SEED:
-        raise ValueError(f"{name} must be an integer in [0, 2**31), got {value!r}.")
-    return int(value)
-
-
-def check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
-
-
-def check_non_negative_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
-    return int(value)
 
 
 def _check_image_shape(image_shape):
