@@ -16,7 +16,8 @@ import sys
 
 from absl import app, flags
 
-from tfladder import artifacts, zoo
+from tfladder import zoo
+from tfladder.zoo import artifacts
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("variants", ["vae_mnist", "hvae_mnist", "lvae_mnist", "topdown_mnist",

@@ -26,7 +26,8 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from tfladder import artifacts, cli, data, figures, zoo
+from tfladder import cli, data, figures, zoo
+from tfladder.zoo import artifacts
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 VARIANTS = ["hvae_mnist", "lvae_mnist", "lvae_omniglot", "topdown_mnist", "vae_mnist", "vlae_celeba",

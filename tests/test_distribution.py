@@ -16,7 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from tfladder import artifacts, training, zoo
+from tfladder import training, zoo
+from tfladder.zoo import artifacts
 
 
 @pytest.fixture(scope="module")

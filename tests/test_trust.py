@@ -22,7 +22,8 @@ import tensorflow as tf
 from absl import flags
 
 import tfladder
-from tfladder import artifacts, cli, data, evaluation, training, zoo
+from tfladder import cli, data, evaluation, training, zoo
+from tfladder.zoo import artifacts
 from tests.helpers import small_model
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 import tfladder
-from tfladder import artifacts, data, evaluation, modelcard, training, zoo
+from tfladder import data, evaluation, training, zoo
+from tfladder.zoo import artifacts
+from tfladder.zoo import modelcard
 from tfladder.models import FAMILIES, HierarchicalModel
 
 # name -> (family class, latent_dims, image_shape): the zoo as documented.

@@ -10,9 +10,8 @@ from tfladder import quiet as _quiet
 
 _quiet.silence_native_logs()   # only when this process is the `tfladder` command
 
-from tfladder import (artifacts, callbacks, data, distribute, evaluation,  # noqa: E402
-                      export, figures, gaussian, keras_files, layers, modelcard, models,
-                      training, zoo)
+from tfladder import (callbacks, data, distribute, evaluation, export,  # noqa: E402
+                      figures, gaussian, keras_files, layers, models, training, zoo)
 from tfladder.models import (FAMILIES, VAE, HierarchicalModel, HierarchicalVAE, LadderVAE,
                              TopDownVAE, VariationalLadderAutoencoder)
 from tfladder.keras_files import load_keras

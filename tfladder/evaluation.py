@@ -20,7 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfladder import artifacts, zoo
+from tfladder import zoo
+from tfladder.zoo import artifacts
 from tfladder import data as data_lib
 
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -155,7 +156,7 @@ def evaluate_variant(name_or_folder, data=None, split="test", num_samples=5000, 
     with `record=True`, stores the result in its card.
 
     The folder is verified when the model is loaded; `record` writes only if
-    no file changed in between (`tfladder.artifacts.record_evaluation`).
+    no file changed in between (`tfladder.zoo.artifacts.record_evaluation`).
 
     Args:
       name_or_folder: A zoo name or a variant folder.

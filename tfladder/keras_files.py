@@ -20,7 +20,7 @@ import keras
 # No public API holds safe mode on against keras.config.enable_unsafe_deserialization().
 from keras.src.saving.serialization_lib import SafeModeScope
 
-from tfladder import artifacts
+from tfladder.zoo import artifacts
 from tfladder import models  # noqa: F401  Registers every tfladder layer and model.
 
 KERAS_SUFFIX = ".keras"

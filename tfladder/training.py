@@ -42,7 +42,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfladder import artifacts, distribute, figures, fileio, zoo
+from tfladder import distribute, figures, fileio, zoo
+from tfladder.zoo import artifacts
 from tfladder import data as data_lib
 from tfladder.callbacks import EpochCheckpoint, StopOnRepeatedSkips
 from tfladder.export import export_saved_model

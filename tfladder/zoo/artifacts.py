@@ -38,8 +38,9 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfladder import fileio, modelcard
+from tfladder import fileio
 from tfladder.models import FAMILIES
+from tfladder.zoo import modelcard
 
 CHECKSUMS = "SHA256SUMS"
 CONFIG = "config.json"

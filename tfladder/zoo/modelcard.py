@@ -5,7 +5,7 @@ recipe, seed, epochs, wall time, the versions of tensorflow, keras and
 tensorflow-probability, whether op determinism was on), what it measures
 (train / test ELBO, L_K, KL and active units per layer) and the exact
 commands that produced every number. Cards are rendered from data, never
-edited by hand; `tfladder.artifacts` writes them into a variant folder.
+edited by hand; `tfladder.zoo.artifacts` writes them into a variant folder.
 A low module: pure rendering, no file access, nothing of tfladder imported.
 """
 # Figures a card shows when the folder has them, with their captions.
