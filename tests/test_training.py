@@ -51,7 +51,7 @@ def test_family_learns_mnist_digits(family, digits):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(epochs=-1), "epochs must be a positive integer, got -1"),
     (dict(batch_size=0), "batch_size must be a positive integer, got 0"),
-    (dict(seed=-1), r"seed must be an integer in \[0, 2\*\*32\), got -1"),
+    (dict(seed=-1), r"seed must be an integer in \[0, 2\*\*31\), got -1"),
     (dict(data="mnsit"), "Unknown data source 'mnsit'"),
     (dict(data="mnist_offline", limit=300, batch_size=100, steps_per_execution=2),
      "steps_per_execution must be a positive divisor of the 3 steps per epoch, got 2"),

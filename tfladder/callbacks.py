@@ -2,13 +2,15 @@
 import json
 import pathlib
 import shutil
+import time
 
 import h5py
 import keras
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
-from tfladder import fileio
+from tfladder import figures, fileio
 from tfladder.fileio import write_atomically, write_text_atomically  # noqa: F401
 
 
@@ -264,3 +266,38 @@ def _save_npz(path, arrays):
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 
+
+class WallTime(keras.callbacks.Callback):
+    """Adds each finished epoch's duration to `workdir/wall_time.json`, so the
+    total training time survives interruptions and resumes."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = pathlib.Path(path)
+
+    def total(self):
+        return json.loads(self.path.read_text())["seconds"] if self.path.exists() else 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = self.total() + time.time() - self._started
+        write_text_atomically(self.path, json.dumps({"seconds": round(seconds, 1),
+                                                     "epochs_done": epoch + 1}))
+
+
+class ImageSummaries(keras.callbacks.Callback):
+    """Writes sample and layer-traversal grids to TensorBoard after every epoch."""
+
+    def __init__(self, log_dir, seed=0):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(str(pathlib.Path(log_dir) / "images"))
+        self.seed = seed
+
+    def on_epoch_end(self, epoch, logs=None):
+        with self.writer.as_default(step=epoch):
+            tf.summary.image("samples", figures.sample_grid(self.model, seed=self.seed)[None])
+            for l, block in enumerate(figures.layer_traversals(self.model, seed=self.seed)):
+                tf.summary.image(f"traversal/layer_{l + 1}", block[None])
+        self.writer.flush()

@@ -25,7 +25,6 @@ file-system failures (permissions, a full disk) and an unloadable checkpoint
 print one line and exit with status 1.
 """
 import json
-import os
 import pathlib
 import re
 import sys

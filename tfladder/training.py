@@ -34,7 +34,6 @@ import math
 import os
 import pathlib
 import platform
-import time
 from typing import NamedTuple
 
 import keras
@@ -42,14 +41,14 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfladder import distribute, figures, fileio, zoo
-from tfladder.zoo import artifacts
 from tfladder import data as data_lib
-from tfladder.callbacks import EpochCheckpoint, StopOnRepeatedSkips
+from tfladder import distribute, figures, zoo
+from tfladder.callbacks import EpochCheckpoint, ImageSummaries, StopOnRepeatedSkips, WallTime
+from tfladder.checks import check_positive_int
 from tfladder.export import export_saved_model
 from tfladder.fileio import write_text_atomically
 from tfladder.models import FAMILIES
-from tfladder.checks import check_positive_int
+from tfladder.zoo import artifacts
 
 MAX_STEPS_PER_EXECUTION = 32
 MODEL_DIR = "model"
@@ -71,42 +70,6 @@ class TrainResult(NamedTuple):
     model: object
     history: dict
     folder: pathlib.Path
-
-
-class WallTime(keras.callbacks.Callback):
-    """Adds each finished epoch's duration to `workdir/wall_time.json`, so the
-    total training time survives interruptions and resumes."""
-
-    def __init__(self, path):
-        super().__init__()
-        self.path = pathlib.Path(path)
-
-    def total(self):
-        return json.loads(self.path.read_text())["seconds"] if self.path.exists() else 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        seconds = self.total() + time.time() - self._started
-        write_text_atomically(self.path, json.dumps({"seconds": round(seconds, 1),
-                                                     "epochs_done": epoch + 1}))
-
-
-class ImageSummaries(keras.callbacks.Callback):
-    """Writes sample and layer-traversal grids to TensorBoard after every epoch."""
-
-    def __init__(self, log_dir, seed=0):
-        super().__init__()
-        self.writer = tf.summary.create_file_writer(str(pathlib.Path(log_dir) / "images"))
-        self.seed = seed
-
-    def on_epoch_end(self, epoch, logs=None):
-        with self.writer.as_default(step=epoch):
-            tf.summary.image("samples", figures.sample_grid(self.model, seed=self.seed)[None])
-            for l, block in enumerate(figures.layer_traversals(self.model, seed=self.seed)):
-                tf.summary.image(f"traversal/layer_{l + 1}", block[None])
-        self.writer.flush()
 
 
 def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=None,
@@ -200,16 +163,38 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
     num_train = data_lib.num_examples(spec.source, spec.train_split)
     if limit:
         num_train = min(num_train, int(limit))
+    steps_per_epoch = math.ceil(num_train / recipe.batch_size)
+    multi_worker = distribute.is_multi_worker(strategy)
+    steps_per_execution = _steps_per_execution(steps_per_execution, steps_per_epoch,
+                                               multi_worker)
     manifest = run_manifest(variant, recorded, recipe, limit)
     with _workdir_lock(workdir, chief):
         return _train_locked(variant, workdir, folder, spec, recorded, recipe, manifest, data,
-                             limit, num_train, strategy, chief, verbose, command,
-                             deterministic, callbacks, steps_per_execution, jit_compile)
+                             limit, steps_per_epoch, multi_worker, strategy, chief, verbose,
+                             command, deterministic, callbacks, steps_per_execution,
+                             jit_compile)
+
+
+def _steps_per_execution(requested, steps_per_epoch, multi_worker):
+    """The steps per compiled call: `requested`, checked, or the default."""
+    if requested is None:
+        return 1 if multi_worker else default_steps_per_execution(steps_per_epoch)
+    if not (isinstance(requested, int) and requested >= 1
+            and steps_per_epoch % requested == 0):
+        raise ValueError(f"steps_per_execution must be a positive divisor of the "
+                         f"{steps_per_epoch} steps per epoch, got {requested!r}.")
+    if multi_worker and requested > 1:
+        # Keras' multi-step loop puts strategy.run inside tf.cond, which fails
+        # across workers ("You must feed a value for placeholder tensor";
+        # keras-team/keras#19246).
+        raise ValueError(f"steps_per_execution must be 1 under a multi-worker strategy, got "
+                         f"{requested}.")
+    return requested
 
 
 def _train_locked(variant, workdir, folder, spec, recorded, recipe, manifest, data, limit,
-                  num_train, strategy, chief, verbose, command, deterministic, callbacks,
-                  steps_per_execution, jit_compile):
+                  steps_per_epoch, multi_worker, strategy, chief, verbose, command,
+                  deterministic, callbacks, steps_per_execution, jit_compile):
     """`train` once the workdir is locked and the data checked."""
     _check_manifest(workdir, manifest, finished=(workdir / DONE).exists())
     if (workdir / DONE).exists():
@@ -217,21 +202,6 @@ def _train_locked(variant, workdir, folder, spec, recorded, recipe, manifest, da
         return TrainResult(zoo.load(folder), _read_history(workdir), folder)
     logging.info("Training %s with %s on %d replica(s).", variant.name,
                  type(strategy).__name__, strategy.num_replicas_in_sync)
-    steps_per_epoch = math.ceil(num_train / recipe.batch_size)
-    multi_worker = distribute.is_multi_worker(strategy)
-    if steps_per_execution is None:
-        steps_per_execution = 1 if multi_worker else default_steps_per_execution(
-            steps_per_epoch)
-    elif not (isinstance(steps_per_execution, int) and steps_per_execution >= 1
-              and steps_per_epoch % steps_per_execution == 0):
-        raise ValueError(f"steps_per_execution must be a positive divisor of the "
-                         f"{steps_per_epoch} steps per epoch, got {steps_per_execution!r}.")
-    elif multi_worker and steps_per_execution > 1:
-        # Keras' multi-step loop puts strategy.run inside tf.cond, which fails
-        # across workers ("You must feed a value for placeholder tensor";
-        # keras-team/keras#19246).
-        raise ValueError(f"steps_per_execution must be 1 under a multi-worker strategy, got "
-                         f"{steps_per_execution}.")
     validation_steps = math.ceil(data_lib.num_examples(spec.source, spec.test_split)
                                  / recipe.batch_size)
     if chief:
