@@ -693,12 +693,22 @@ def _no_binarization(batches: tf.data.Dataset, seed: int) -> tf.data.Dataset:
     return batches
 
 
-def _threshold(batches: tf.data.Dataset, seed: int) -> tf.data.Dataset:
+def bernoulli_draw(probabilities, seed) -> tf.Tensor:
+    """x ~ Bernoulli(p) per pixel, drawn as 1[u < p] with u ~ U[0, 1) from the
+    stateless `seed` ([2] ints): the one binarization of tfladder (training
+    streams, evaluation sets)."""
+    uniform = tf.random.stateless_uniform(tf.shape(probabilities), seed=seed)
+    return tf.cast(uniform < probabilities, tf.float32)
+
+
+def threshold(probabilities) -> tf.Tensor:
     """x = 1[p > 0.5]."""
+    return tf.cast(probabilities > 0.5, tf.float32)
+
+
+def _threshold(batches: tf.data.Dataset, seed: int) -> tf.data.Dataset:
     del seed  # Deterministic.
-    return batches.map(
-        lambda images: tf.cast(images > 0.5, tf.float32), num_parallel_calls=tf.data.AUTOTUNE
-    )
+    return batches.map(threshold, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _dynamic_binarization(batches: tf.data.Dataset, seed: int) -> tf.data.Dataset:
@@ -714,11 +724,8 @@ def _dynamic_binarization(batches: tf.data.Dataset, seed: int) -> tf.data.Datase
         2, drop_remainder=True
     )
 
-    def draw(images, draw_seed):
-        uniform = tf.random.stateless_uniform(tf.shape(images), seed=draw_seed)
-        return tf.cast(uniform < images, tf.float32)
-
-    return tf.data.Dataset.zip(batches, draw_seeds).map(draw, num_parallel_calls=tf.data.AUTOTUNE)
+    return tf.data.Dataset.zip(batches, draw_seeds).map(
+        bernoulli_draw, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 _BINARIZATIONS: dict[str | None, Callable[[tf.data.Dataset, int], tf.data.Dataset]] = {
@@ -792,13 +799,10 @@ def _epoch_batches(
     if binarize != "dynamic":
         return _BINARIZATIONS[binarize](batches, 0)
 
-    def draw(index, probabilities):
-        uniform = tf.random.stateless_uniform(
-            tf.shape(probabilities), seed=_fold_in(binarization_key, index)
-        )
-        return tf.cast(uniform < probabilities, tf.float32)
-
-    return batches.enumerate().map(draw, num_parallel_calls=tf.data.AUTOTUNE)
+    return batches.enumerate().map(
+        lambda index, probabilities: bernoulli_draw(
+            probabilities, _fold_in(binarization_key, index)),
+        num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _epoch_stream(

@@ -143,10 +143,9 @@ def binarize_for_evaluation(images, mode, seed=0):
                          f"got {mode!r}.")
     description = PREPROCESSING[mode].format(seed=seed)
     if mode == "dynamic":
-        noise = tf.random.stateless_uniform(images.shape, [seed, 7]).numpy()
-        return (noise < images).astype(np.float32), description
+        return data_lib.bernoulli_draw(images, [seed, 7]).numpy(), description
     if mode == "threshold":
-        return (images > 0.5).astype(np.float32), description
+        return data_lib.threshold(images).numpy(), description
     return images, description
 
 
