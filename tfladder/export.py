@@ -9,6 +9,7 @@ Endpoints (all return dicts of named float32 tensors):
 | `generate` | `noise_<l> [B, d_l]` per layer | `mean` of the image for that prior noise |
 | `sample` | `num_samples` int32 scalar, `seed` int32 scalar | `images [n, H, W, C]` (likelihood means) |
 | `elbo` | `x [B, H, W, C]` | `elbo`, `distortion`, `rate [B]`, `kl_per_layer [B, L]` |
+| `serve` | `x [B, H, W, C]` | as `elbo`: Keras' default endpoint (`keras.layers.TFSMLayer(path)`) |
 
 Inputs are checked inside the graph: an empty batch, NaN / Inf pixels or
 noise, values outside the likelihood's support and `num_samples < 1` fail
@@ -90,7 +91,11 @@ def endpoint_functions(model):
         terms = model.elbo_terms(x, seed=tf.constant([ELBO_SEED, 0], tf.int32))
         return terms._asdict()
 
+    def serve(x):   # Keras' default endpoint (keras.layers.TFSMLayer): what model(x) returns
+        return elbo(x)
+
     return {
+        "serve": (serve, [image_spec]),
         "encode": (encode, [image_spec]),
         "decode": (decode, latent_specs),
         "generate": (generate, noise_specs),

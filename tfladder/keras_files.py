@@ -7,7 +7,7 @@ import tfladder
 model = tfladder.zoo.build("vae_mnist")
 model.build()
 model.save("vae.keras")
-same = tfladder.load_keras("vae.keras")     # Keras safe mode, uncompiled
+same = tfladder.load_keras("vae.keras")     # Keras safe mode, compiled if it was saved so
 ```
 """
 import json
@@ -29,7 +29,7 @@ MAX_UNCOMPRESSED_BYTES = 4 * 2**30
 MAX_COMPRESSION_RATIO = 100
 
 
-def load_keras(path, compile=False):
+def load_keras(path, compile=True):
     """Loads a user-supplied `.keras` file without running code from it.
 
     The file is read with `keras.saving.load_model(path, safe_mode=True)`
@@ -43,8 +43,9 @@ def load_keras(path, compile=False):
 
     Args:
       path: A local file whose name ends in `.keras` (written by `model.save`).
-      compile: Restore the saved training configuration (optimizer, loss) as
-        well. The default returns an uncompiled model, like `zoo.load`.
+      compile: Restore the saved training configuration (the optimizer) as
+        well, like `keras.saving.load_model`'s default; a file saved from an
+        uncompiled model loads uncompiled either way.
 
     Returns:
       The Keras model.

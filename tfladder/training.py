@@ -42,10 +42,9 @@ import tensorflow as tf
 from absl import logging
 
 from tfladder import data as data_lib
-from tfladder import distribute, figures, zoo
+from tfladder import distribute, zoo
 from tfladder.callbacks import EpochCheckpoint, ImageSummaries, StopOnRepeatedSkips, WallTime
 from tfladder.checks import check_positive_int
-from tfladder.export import export_saved_model
 from tfladder.fileio import write_text_atomically
 from tfladder.models import FAMILIES
 from tfladder.zoo import artifacts
@@ -308,19 +307,8 @@ def save_variant(model, folder, variant, spec, recipe, metrics):
     The weights and the export come from an uncompiled copy of `model`, so the
     artifacts hold the model's variables only (no optimizer state).
     """
-    model = inference_copy(model)
-
-    def write(staged):
-        artifacts.write_config(staged, model, variant, spec, recipe)
-        model.save_weights(str(staged / artifacts.WEIGHTS))
-        export_saved_model(model, staged / "saved_model")
-        figures.save_png(figures.sample_grid(model, seed=recipe.seed), staged / "samples.png")
-        figures.save_png(figures.traversal_figure(model, seed=recipe.seed),
-                         staged / "traversal.png")
-        write_text_atomically(staged / artifacts.METRICS, json.dumps(metrics, indent=2))
-        artifacts.render_card(staged, variant.description)
-
-    return artifacts.write_folder(folder, write)
+    return artifacts.write_variant(folder, inference_copy(model), metrics, variant=variant,
+                                   data=spec, recipe=recipe, seed=recipe.seed)
 
 
 def run_manifest(variant, spec, recipe, limit):

@@ -45,17 +45,24 @@ class GaussianStochastic(keras.layers.Layer):
     z = q.sample(seed=tf.constant([1, 2]))      # reproducible sample
     ```
 
+    In a Functional model (`keras.Input`), build it with `returns="loc_scale"`:
+    it then returns the tensors `[loc, scale]` instead of the distribution
+    (Keras' Functional API carries tensors only).
+
     Args:
       units: Dimension of the latent variable.
       min_scale: Positive floor on the standard deviation.
       parameterization: "scale" (softplus gives the standard deviation) or
         "variance" (softplus gives the variance).
+      returns: "distribution" (a `tfd.Normal`) or "loc_scale" (`[loc, scale]`).
     """
 
     PARAMETERIZATIONS = ("scale", "variance")
 
-    def __init__(self, units, min_scale=1e-3, parameterization="scale", **kwargs):
+    def __init__(self, units, min_scale=1e-3, parameterization="scale",
+                 returns="distribution", **kwargs):
         super().__init__(**kwargs)
+        self.returns = _check_returns(returns)
         if int(units) < 1:
             raise ValueError(f"units must be a positive integer, got {units!r}.")
         if not min_scale > 0:
@@ -82,12 +89,12 @@ class GaussianStochastic(keras.layers.Layer):
             scale = tf.sqrt(raw + self.min_scale ** 2)
         else:
             scale = raw + self.min_scale
-        return tfd.Normal(loc=loc, scale=scale)
+        return _as_returned(loc, scale, self.returns)
 
     def get_config(self):
         return {**super().get_config(), "units": self.units,
                 "min_scale": self.min_scale,
-                "parameterization": self.parameterization}
+                "parameterization": self.parameterization, "returns": self.returns}
 
 
 @register
@@ -106,12 +113,20 @@ class PrecisionWeightedMerge(keras.layers.Layer):
 
     Call arguments: `loc_hat, scale_hat` (bottom-up, from the data) and
     `loc_p, scale_p` (top-down, from the generative model). Returns a
-    `tfd.Normal`.
+    `tfd.Normal`, or `[loc, scale]` with `returns="loc_scale"` (for Functional
+    models).
     """
+
+    def __init__(self, returns="distribution", **kwargs):
+        super().__init__(**kwargs)
+        self.returns = _check_returns(returns)
 
     def call(self, loc_hat, scale_hat, loc_p, scale_p):
         loc, scale = gaussian.precision_weighted_merge(loc_hat, scale_hat, loc_p, scale_p)
-        return tfd.Normal(loc=loc, scale=scale)
+        return _as_returned(loc, scale, self.returns)
+
+    def get_config(self):
+        return {**super().get_config(), "returns": self.returns}
 
 
 @register
@@ -164,6 +179,19 @@ class DeltaGaussian(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "units": self.units,
                 "log_variance_range": list(self.log_variance_range)}
+
+
+RETURNS = ("distribution", "loc_scale")
+
+
+def _check_returns(returns):
+    if returns not in RETURNS:
+        raise ValueError(f"returns must be one of {RETURNS}, got {returns!r}.")
+    return returns
+
+
+def _as_returned(loc, scale, returns):
+    return tfd.Normal(loc=loc, scale=scale) if returns == "distribution" else [loc, scale]
 
 
 def _flatten(features):

@@ -42,6 +42,7 @@ from tfladder import gaussian, replicas
 from tfladder.checks import (MAX_SEED, check_non_negative_int, check_positive_int,  # noqa: F401
                              check_seed)
 from tfladder.layers.observations import get_observation
+from tfladder.models.keras_api import KerasAPI
 
 tfd = tfp.distributions
 
@@ -71,7 +72,7 @@ class ElboTerms(NamedTuple):
     kl_per_layer: tf.Tensor  # [B, L] bottom -> top
 
 
-class HierarchicalModel(keras.Model):
+class HierarchicalModel(KerasAPI, keras.Model):
     """Base class of all tfladder models (see the module docstring).
 
     Args:
@@ -122,7 +123,9 @@ class HierarchicalModel(keras.Model):
 
     @property
     def metrics(self):
-        return list(self._trackers.values())
+        # The trackers, each marked "up" (elbo) or "down" for Keras' monitor
+        # callbacks: EarlyStopping(monitor="val_elbo") needs no mode="max".
+        return self._metrics_with_directions(self._trackers.values())
 
     def infer(self, x, seed, training=False, use_mean=False, repeats=1):
         """One pass x -> z -> p(x | z); see the module docstring.
@@ -328,6 +331,11 @@ class HierarchicalModel(keras.Model):
             pass per variable instead of Keras' ~27 small ops; see
             `tfladder.replicas.apply_if`). False keeps Keras' own update.
         """
+        for argument in ("loss", "loss_weights", "metrics", "weighted_metrics"):
+            if kwargs.get(argument) is not None:
+                raise ValueError(f"compile({argument}=...) is not supported: tfladder models "
+                                 "train on their own objective (the ELBO, or L_K) and report "
+                                 "loss, elbo, distortion, rate and kl_<l> themselves.")
         self.xla_optimizer_update = bool(xla_optimizer_update)
         super().compile(optimizer=optimizer, **kwargs)
         self.build()
@@ -337,6 +345,19 @@ class HierarchicalModel(keras.Model):
         """Recompiles a model loaded from a `.keras` file (our `compile` is custom)."""
         self.compile(**keras.saving.deserialize_keras_object(config))
 
+    def assert_valid_values(self, x):
+        """In a graph (`fit`, `evaluate`, `predict`): asserts that `x` is finite and
+        in the likelihood's support, naming what was expected (eagerly,
+        `prepare_inputs` has checked the values already)."""
+        if tf.executing_eagerly():
+            return x
+        support = f"x is outside the support of the likelihood: expected {self.observation.support}"
+        checks = [tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(x)),
+                                      ["x contains NaN or Inf values; expected finite pixels"]),
+                  tf.debugging.Assert(self.observation.in_support(x), [support])]
+        with tf.control_dependencies(checks):
+            return tf.identity(x)
+
     def train_step(self, data):
         """One guarded update (vdvae's habit).
 
@@ -345,7 +366,7 @@ class HierarchicalModel(keras.Model):
         loss or gradient is not finite on any replica is skipped everywhere and
         counted in `skipped_updates`.
         """
-        x = self.prepare_inputs(_unpack(data))
+        x = self.assert_valid_values(self.prepare_inputs(_unpack(data)))
         beta = self.beta(self.optimizer.iterations)
         seed = self._step_seed(_TRAIN_SALT)
         global_count = replicas.global_count(x)
@@ -363,7 +384,7 @@ class HierarchicalModel(keras.Model):
         return self._update_trackers(loss_sum, terms, beta)
 
     def test_step(self, data):
-        x = self.prepare_inputs(_unpack(data))
+        x = self.assert_valid_values(self.prepare_inputs(_unpack(data)))
         loss_sum, terms = self._loss_terms(x, self._step_seed(_TEST_SALT), tf.constant(1.0),
                                        training=False)
         return self._update_trackers(loss_sum, terms, tf.constant(1.0))
@@ -384,9 +405,15 @@ class HierarchicalModel(keras.Model):
         return results
 
     def call(self, x, training=False):
-        """Per-example ELBO terms as a dict of tensors (usable by `predict`)."""
-        terms = self._elbo_terms(self._cast_inputs(x), tf.constant([self.seed, 2], tf.int32),
-                                 training=training)
+        """Per-example ELBO terms as a dict of tensors (usable by `predict`).
+
+        The input is checked like `elbo`'s: rank, image shape and dtype always,
+        values (finite, in the likelihood's support) eagerly, and inside a
+        compiled `predict` by graph assertions.
+        """
+        x = self.prepare_inputs(x)
+        x = self.assert_valid_values(x)
+        terms = self._elbo_terms(x, tf.constant([self.seed, 2], tf.int32), training=training)
         return terms._asdict()
 
     def build(self, input_shape=None):
@@ -410,7 +437,7 @@ class HierarchicalModel(keras.Model):
         self.build()
 
     # ---------------------------------------------------------- validation
-    def _cast_inputs(self, x):
+    def cast_inputs(self, x):
         """float32 in [0, 1]. uint8 images are divided by 255, except a batch that
         holds only 0 and 1, which is binary (as the `.npz` loader reads it)."""
         x = tf.convert_to_tensor(x)
@@ -464,7 +491,7 @@ class HierarchicalModel(keras.Model):
                              f"channels), got {tuple(shape[1:])}.")
         if shape[0] == 0:
             raise ValueError("x is an empty batch; expected at least one image.")
-        x = self._cast_inputs(x)
+        x = self.cast_inputs(x)
         if not self.built:
             self.build()
         if tf.executing_eagerly():
@@ -497,8 +524,16 @@ class HierarchicalModel(keras.Model):
 
 # ---------------------------------------------------------------- helpers
 def _unpack(data):
-    """Accepts `x` or `(x,)` / `(x, y)` batches; returns x."""
+    """Accepts `x` or `(x,)` / `(x, y)` batches; returns x.
+
+    Raises:
+      ValueError: for sample weights (`fit(..., sample_weight=w)`), which the
+        ELBO objective does not use.
+    """
     if isinstance(data, (tuple, list)):
+        if len(data) > 2 and data[2] is not None:
+            raise ValueError("sample_weight is not supported: tfladder models train on the "
+                             "unweighted ELBO of every image; repeat or drop images instead.")
         return data[0]
     return data
 

@@ -27,6 +27,7 @@ import warnings
 
 from tfladder import fileio
 from tfladder.models import FAMILIES
+from tfladder.models.keras_api import set_preset_backend
 from tfladder.zoo import artifacts
 from tfladder.zoo.artifacts import (CHECKSUMS, CONFIG, METRICS, WEIGHTS, versions,  # noqa: F401
                                     write_checksums, write_config)
@@ -214,13 +215,30 @@ def zoo_root():
         return pathlib.Path(__file__).resolve().parents[2] / "zoo"
 
 
-def load(name_or_path, verify=True):
+# A trained model's schedules are finished: loaded for fine-tuning with a new
+# optimizer (whose step counter starts at 0), they must not start over.
+FINISHED_SCHEDULES = {"kl_warmup_steps": 0, "progressive_steps": 0, "fade_in_steps": 0}
+
+
+def load(name_or_path, verify=True, **overrides):
     """The pretrained Keras model of a shipped variant (or of a variant folder).
 
     Every file listed in `SHA256SUMS` is checked before anything is read
     (`artifacts.verify`); a missing, truncated, modified, unlisted or linked
     file raises and nothing is loaded. The model is rebuilt from
     `config.json` (plain data, no code, sizes bounded) and its weights.
+
+    Schedules: the KL warm-up (and a VLAE's progressive schedule) follow the
+    optimizer's step counter, `optimizer.iterations`. A pretrained model is
+    returned with them finished (`kl_warmup_steps=0`, `progressive_steps=0`,
+    `fade_in_steps=0`: beta = 1, every layer on), so fine-tuning it with a new
+    optimizer keeps beta = 1; pass e.g. `kl_warmup_steps=1000` to restart the
+    warm-up from the new optimizer's step 0.
+
+    Args:
+      name_or_path: A zoo name or a variant folder.
+      verify: Check `SHA256SUMS` first (keep True).
+      **overrides: Constructor arguments that replace the stored ones.
 
     Raises:
       ValueError: unknown name, a checksum mismatch, or a config that cannot
@@ -237,9 +255,62 @@ def load(name_or_path, verify=True):
         artifacts.verify(folder)
     config = artifacts.read_config(folder)
     _warn_on_version_change(config.get("versions", {}), folder)
+    stored = config["model_config"]
+    unknown = sorted(set(overrides) - set(stored))
+    if unknown:
+        raise ValueError(f"unknown constructor override(s) {unknown} for {name_or_path!r}; "
+                         f"valid: {sorted(stored)}.")
+    finished = {k: v for k, v in FINISHED_SCHEDULES.items() if k in stored}
+    config = {**config, "model_config": {**stored, **finished, **overrides}}
+    artifacts.check_model_config(config["model_config"], where="overrides")
     model = artifacts.build_model(config)
     model.load_weights(str(folder / WEIGHTS))
     return model
+
+
+def save_model(model, folder):
+    """Writes `model` as a verified variant folder that `load` and
+    `Family.from_preset` accept (`model.save_to_preset(folder)`).
+
+    Raises:
+      ValueError: `folder` exists and is not empty.
+    """
+    folder = pathlib.Path(folder)
+    if folder.is_symlink() or folder.is_file() or (folder.is_dir() and any(folder.iterdir())):
+        raise ValueError(f"folder {folder} exists and is not an empty folder; expected a new "
+                         "or empty folder for the preset.")
+    if folder.is_dir():
+        folder.rmdir()
+    return artifacts.write_variant(folder, model, {"saved_by": "save_to_preset"})
+
+
+class _PresetBackend:
+    """The zoo seen from the model classes (`Family.presets`, `from_preset`)."""
+
+    def presets(self, family_class):
+        def pretrained(name):
+            try:
+                artifact_dir(name)
+                return True
+            except FileNotFoundError:
+                return name in index()
+        return {name: variant.description for name, variant in sorted(VARIANTS.items())
+                if issubclass(FAMILIES[variant.family], family_class) and pretrained(name)}
+
+    def family_of(self, preset):
+        path = pathlib.Path(os.fspath(preset)).expanduser()
+        if path.is_dir():
+            return FAMILIES[artifacts.read_config(path)["family"]]
+        return FAMILIES[get(str(preset)).family]
+
+    def load(self, preset, **overrides):
+        return load(preset, **overrides)
+
+    def save(self, model, folder):
+        return save_model(model, folder)
+
+
+set_preset_backend(_PresetBackend())
 
 
 def card(name_or_path, verify=True):

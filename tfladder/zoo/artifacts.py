@@ -38,7 +38,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfladder import fileio
+from tfladder import export, figures, fileio
 from tfladder.models import FAMILIES
 from tfladder.zoo import modelcard
 
@@ -329,6 +329,21 @@ def update_folder(folder, write, expected=None, description=None, files=()):
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return verify(folder)
+
+
+def write_variant(folder, model, metrics, variant=None, data=None, recipe=None, seed=0):
+    """Writes `model` as a variant folder (`write_folder`): config, weights,
+    SavedModel, sample and traversal figures, `metrics.json`, card, checksums."""
+    def write(staged):
+        write_config(staged, model, variant, data, recipe)
+        model.save_weights(str(staged / WEIGHTS))
+        export.export_saved_model(model, staged / "saved_model")
+        figures.save_png(figures.sample_grid(model, seed=seed), staged / "samples.png")
+        figures.save_png(figures.traversal_figure(model, seed=seed), staged / "traversal.png")
+        fileio.write_text_atomically(staged / METRICS, _dumps(metrics))
+        render_card(staged, variant.description if variant else None)
+
+    return write_folder(folder, write)
 
 
 def record_evaluation(folder, result, expected=None, description=None):
