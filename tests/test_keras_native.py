@@ -215,3 +215,30 @@ def test_load_keras_compiles_like_keras(tmp_path):
     model.save(tmp_path / "m.keras")
     assert tfladder.load_keras(tmp_path / "m.keras").compiled
     assert not tfladder.load_keras(tmp_path / "m.keras", compile=False).compiled
+
+
+# ---------------------------------------------- fast by default (issue 16)
+def test_compile_is_fast_by_default_and_explicit_settings_win():
+    from tfladder.models.base import DEFAULT_STEPS_PER_EXECUTION
+    model = small_model("vae")
+    model.compile(keras.optimizers.Adam(1e-3))
+    assert model.steps_per_execution == DEFAULT_STEPS_PER_EXECUTION == 8
+    assert model.xla_optimizer_update
+    model.compile(keras.optimizers.Adam(1e-3), steps_per_execution=1, xla_optimizer_update=False)
+    assert model.steps_per_execution == 1 and not model.xla_optimizer_update
+
+
+def test_default_steps_per_execution_trains_every_batch_once():
+    x = (np.random.RandomState(0).rand(300, 28, 28, 1) > 0.5).astype(np.float32)
+    models = []
+    for steps in (1, None):
+        keras.utils.set_random_seed(0)                     # the same initial weights
+        model = small_model("vae")
+        model.compile(keras.optimizers.Adam(1e-3), steps_per_execution=steps)
+        models.append(model)
+    one, eight = models
+    for model in (one, eight):
+        model.fit(x, batch_size=100, epochs=2, shuffle=False, verbose=0)
+    assert int(one.optimizer.iterations) == int(eight.optimizer.iterations) == 6
+    for a, b in zip(one.weights, eight.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
