@@ -38,6 +38,9 @@ flags.DEFINE_string("data-dir", None, "A folder of local copies <dataset>.npz (d
                     "$TFLADDER_DATA_DIR); without one, TensorFlow Datasets is used.")
 flags.DEFINE_string("archive", None, "fetch: a downloaded archive to install instead of "
                     "downloading it.")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
+                  "train: Keras dtype policy (mixed_bfloat16: CPUs with AVX-512 BF16 / AMX, "
+                  "TPUs; mixed_float16: GPUs). Latents, KL, likelihood and ELBO stay float32.")
 flags.DEFINE_bool("json", False, "evaluate: print the result as JSON.")
 flags.DEFINE_string("split", "test", "Split to evaluate.")
 flags.DEFINE_integer("epochs", None, "Training epochs (default: the variant's recipe).")
@@ -67,7 +70,7 @@ COMMANDS = {}
 COMMAND_FLAGS = {
     "list": [],
     "train": ["data", "data-dir", "epochs", "batch-size", "seed", "limit", "workdir", "strategy", "devices",
-              "cpu-devices", "deterministic", "jit-compile"],
+              "cpu-devices", "deterministic", "jit-compile", "precision"],
     "evaluate": ["data", "data-dir", "split", "num-samples", "limit", "update-card", "json"],
     "sample": ["out", "num", "seed"],
     "traverse": ["out", "seed"],
@@ -209,7 +212,7 @@ def train(args):
                                 strategy=strategy,
                                 batch_size=_flag("batch-size"), seed=seed,
                                 limit=_flag("limit"), deterministic=_flag("deterministic"),
-                                data_dir=_flag("data-dir"),
+                                data_dir=_flag("data-dir"), precision=_flag("precision"),
                                 jit_compile=_flag("jit-compile"),
                                 command="tfladder " + " ".join(sys.argv[1:]))
     except (CheckpointError, training.WorkdirBusy) as error:   # the workdir needs attention

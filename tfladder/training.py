@@ -57,6 +57,24 @@ MANIFEST = "run.json"
 LOCK = ".lock"
 
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+class _dtype_policy:
+    """Sets Keras' global dtype policy for the duration of a `with` block."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        self.previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.name)
+
+    def __exit__(self, *exc):
+        keras.config.set_dtype_policy(self.previous)
+        return False
+
+
 class WorkdirBusy(RuntimeError):
     """Another process is training in this workdir."""
 
@@ -73,7 +91,8 @@ class TrainResult(NamedTuple):
 
 def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=None,
           limit=None, strategy=None, verbose=1, command=None, deterministic=False,
-          callbacks=(), steps_per_execution=None, jit_compile=False, data_dir=None):
+          callbacks=(), steps_per_execution=None, jit_compile=False, data_dir=None,
+          precision="float32"):
     """Trains zoo `variant` (a name or a `zoo.Variant`) and writes `workdir/model`.
 
     Re-running the same call resumes from the last completed epoch
@@ -116,6 +135,12 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
         batch callbacks then run once per call). Must divide the steps per
         epoch; default: `default_steps_per_execution(steps per epoch)`, and
         1 under a multi-worker strategy (Keras' multi-step loop fails there).
+      precision: A Keras dtype policy: "float32", "mixed_bfloat16" (CPUs with
+        AVX-512 BF16 / AMX, TPUs) or "mixed_float16" (GPUs; loss scaling).
+        The stochastic layers, the KL terms, the likelihood and the ELBO stay
+        float32. Variables are float32 under every policy, so the trained
+        folder loads under any policy; `metrics.json` records the one trained
+        with. A resume must use the same precision.
       jit_compile: Compile the whole training step with XLA (Keras' "auto"
         leaves it off on CPU-only machines). Without it the optimizer update
         alone is XLA-compiled (`HierarchicalModel.train_step`).
@@ -166,8 +191,10 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
     multi_worker = distribute.is_multi_worker(strategy)
     steps_per_execution = _steps_per_execution(steps_per_execution, steps_per_epoch,
                                                multi_worker)
-    manifest = run_manifest(variant, recorded, recipe, limit)
-    with _workdir_lock(workdir, chief):
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    manifest = {**run_manifest(variant, recorded, recipe, limit), "precision": precision}
+    with _workdir_lock(workdir, chief), _dtype_policy(precision):
         return _train_locked(variant, workdir, folder, spec, recorded, recipe, manifest, data,
                              limit, steps_per_epoch, multi_worker, strategy, chief, verbose,
                              command, deterministic, callbacks, steps_per_execution,
@@ -272,6 +299,7 @@ def _train_locked(variant, workdir, folder, spec, recorded, recipe, manifest, da
         "epochs": recipe.epochs,
         "deterministic": bool(deterministic),
         "jit_compile": bool(jit_compile),
+        "precision": keras.config.dtype_policy().name,
         "train_seconds_total": wall_time.total(),
         "machine": machine(),
         "train_command": portable_command(command) if command else _equivalent_command(

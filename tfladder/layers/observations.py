@@ -70,7 +70,7 @@ class BernoulliObservation(Observation):
     """
 
     def __init__(self, binary=True, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})  # float32 likelihood
         self.binary = bool(binary)
 
     def distribution(self, params):
@@ -113,7 +113,7 @@ class GaussianObservation(Observation):
     """
 
     def __init__(self, scale=0.1, min_scale=1e-3, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})  # float32 likelihood
         is_number = isinstance(scale, (int, float, np.floating)) and not isinstance(scale, bool)
         if scale != "learned" and not (is_number and scale > 0):
             raise ValueError(f"scale must be a positive float or 'learned', got {scale!r}.")
@@ -152,7 +152,7 @@ class DiscretizedLogisticMixtureObservation(Observation):
     """
 
     def __init__(self, num_components=5, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})  # float32 likelihood
         if int(num_components) < 1:
             raise ValueError(f"num_components must be >= 1, got {num_components!r}.")
         self.num_components = int(num_components)
@@ -198,7 +198,7 @@ class DiscretizedLogisticObservation(Observation):
     support = "8-bit values k / 255 in [0, 1] (uint8 images scaled to [0, 1])"
 
     def __init__(self, init_scale=0.1, min_log_scale=-7.0, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})  # float32 likelihood
         if not (isinstance(init_scale, (int, float)) and init_scale > 0):
             raise ValueError(f"init_scale must be a positive float, got {init_scale!r}.")
         self.init_scale = float(init_scale)

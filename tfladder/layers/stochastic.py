@@ -61,7 +61,7 @@ class GaussianStochastic(keras.layers.Layer):
 
     def __init__(self, units, min_scale=1e-3, parameterization="scale",
                  returns="distribution", **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**_float32(kwargs))
         self.returns = _check_returns(returns)
         if int(units) < 1:
             raise ValueError(f"units must be a positive integer, got {units!r}.")
@@ -73,8 +73,8 @@ class GaussianStochastic(keras.layers.Layer):
         self.units = int(units)
         self.min_scale = float(min_scale)
         self.parameterization = parameterization
-        self.loc_layer = keras.layers.Dense(self.units, name="loc")
-        self.scale_layer = keras.layers.Dense(self.units, name="scale")
+        self.loc_layer = keras.layers.Dense(self.units, name="loc", dtype=self.dtype_policy)
+        self.scale_layer = keras.layers.Dense(self.units, name="scale", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.loc_layer.build(_flat_shape(input_shape))
@@ -118,7 +118,7 @@ class PrecisionWeightedMerge(keras.layers.Layer):
     """
 
     def __init__(self, returns="distribution", **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**_float32(kwargs))
         self.returns = _check_returns(returns)
 
     def call(self, loc_hat, scale_hat, loc_p, scale_p):
@@ -150,15 +150,16 @@ class DeltaGaussian(keras.layers.Layer):
     """
 
     def __init__(self, units, log_variance_range=DEFAULT_LOG_VARIANCE_RANGE, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**_float32(kwargs))
         low, high = (float(v) for v in log_variance_range)
         if not low < high:
             raise ValueError("log_variance_range must be (low, high) with low < high, "
                              f"got {log_variance_range!r}.")
         self.units = int(units)
         self.log_variance_range = (low, high)
-        self.loc_layer = keras.layers.Dense(self.units, name="delta_loc")
-        self.log_variance_layer = keras.layers.Dense(self.units, name="delta_log_variance")
+        self.loc_layer = keras.layers.Dense(self.units, name="delta_loc", dtype=self.dtype_policy)
+        self.log_variance_layer = keras.layers.Dense(self.units, name="delta_log_variance",
+                                                     dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.loc_layer.build(_flat_shape(input_shape))
@@ -179,6 +180,13 @@ class DeltaGaussian(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "units": self.units,
                 "log_variance_range": list(self.log_variance_range)}
+
+
+def _float32(kwargs):
+    """Stochastic layers compute in float32 under a mixed precision policy
+    (`mixed_bfloat16`, `mixed_float16`): their inputs are cast up, and the
+    Gaussians, their samples and the KL terms stay float32."""
+    return {"dtype": "float32", **kwargs}
 
 
 RETURNS = ("distribution", "loc_scale")

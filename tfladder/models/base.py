@@ -384,13 +384,19 @@ class HierarchicalModel(KerasAPI, keras.Model):
         with tf.GradientTape() as tape:
             loss_sum, terms = self._loss_terms(x, seed, beta, training=True)
             loss = loss_sum / global_count
+            # mixed_float16: Keras wraps the optimizer in a LossScaleOptimizer.
+            scaled_loss = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
-        grads = tape.gradient(loss, variables)
+        grads = tape.gradient(scaled_loss, variables)
         finite = tf.logical_and(tf.math.is_finite(loss),
                                 tf.math.is_finite(tf.linalg.global_norm(grads)))
         finite = replicas.all_replicas(finite)
-        replicas.apply_if(finite, self.optimizer, grads, variables,
-                          xla=self.xla_optimizer_update)
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # It unscales, skips non-finite steps itself and lowers its scale.
+            self.optimizer.apply(grads, variables)
+        else:
+            replicas.apply_if(finite, self.optimizer, grads, variables,
+                              xla=self.xla_optimizer_update)
         self._trackers["skipped_updates"].update_state(1.0 - tf.cast(finite, tf.float32))
         return self._update_trackers(loss_sum, terms, beta)
 
