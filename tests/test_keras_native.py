@@ -242,3 +242,13 @@ def test_default_steps_per_execution_trains_every_batch_once():
     assert int(one.optimizer.iterations) == int(eight.optimizer.iterations) == 6
     for a, b in zip(one.weights, eight.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_summary_shows_the_batch_dimension_as_none():
+    model = zoo.build("lvae_mnist")
+    model.compile(keras.optimizers.Adam(1e-3))
+    lines = []
+    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+    text = "\n".join(lines)
+    assert "(None, 512)" in text and "(2, " not in text
+    assert "prior_1 (GaussianStochastic)" in text and "(None, 64)" in text

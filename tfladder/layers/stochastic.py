@@ -91,6 +91,11 @@ class GaussianStochastic(keras.layers.Layer):
             scale = raw + self.min_scale
         return _as_returned(loc, scale, self.returns)
 
+    def compute_output_shape(self, input_shape):
+        """`[B, units]`: the batch shape of the Gaussian (or of `loc` and `scale`)."""
+        shape = (input_shape[0], self.units)
+        return shape if self.returns == "distribution" else [shape, shape]
+
     def get_config(self):
         return {**super().get_config(), "units": self.units,
                 "min_scale": self.min_scale,

@@ -434,12 +434,18 @@ class HierarchicalModel(KerasAPI, keras.Model):
         return terms._asdict()
 
     def build(self, input_shape=None):
-        """Creates every weight by running one pass on a dummy batch of two."""
+        """Creates every weight by tracing one pass on a symbolic batch `[None, H, W, C]`
+        (so that `summary()` shows the batch dimension as None)."""
         if self.built:
             return
-        x = tf.zeros((2,) + self.image_shape)
-        self.infer(x, tf.constant([0, 0], tf.int32))
-        self.generate(self.prior_noise(2, tf.constant([0, 0], tf.int32)))
+
+        def trace(x):
+            seed = tf.constant([0, 0], tf.int32)
+            self.infer(x, seed)
+            self.generate(self.prior_noise(tf.shape(x)[0], seed))
+
+        tf.function(trace, autograph=False).get_concrete_function(
+            tf.TensorSpec((None,) + self.image_shape, tf.float32))
         self.built = True
 
     def load_weights(self, filepath, *args, **kwargs):
