@@ -34,6 +34,13 @@ def _determinism(deterministic):
             "bits")
 
 
+def _local_copy(name, digest):
+    """`" (local copy `mnist.npz`, sha256 ...)"` when the data came from a file."""
+    if not name:
+        return ""
+    return f" (local copy `{name}`" + (f", sha256 `{digest}`)" if digest else ")")
+
+
 def _fmt(value, digits=2):
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -51,7 +58,8 @@ def card_markdown(config, metrics, figures=(), description=None):
     lines += [
         "## Training",
         "",
-        f"- Data: `{data.get('source')}`, split `{data.get('train_split')}` for training, "
+        f"- Data: `{data.get('source')}`{_local_copy(data.get('file'), data.get('sha256'))}, "
+        f"split `{data.get('train_split')}` for training, "
         f"`{data.get('test_split')}` for evaluation; binarization: "
         f"`{data.get('binarize')}` (pixels scaled to [0, 1]).",
         f"- Recipe: {recipe.get('epochs')} epochs, batch {recipe.get('batch_size')}, Adam "
@@ -82,7 +90,9 @@ def card_markdown(config, metrics, figures=(), description=None):
                          f"{_fmt(result['log_likelihood'])} ± "
                          f"{_fmt(result['log_likelihood_stderr'])} |")
     for split, result in sorted(metrics.get("evaluations", {}).items()):
-        lines += ["", f"Evaluation on `{result.get('data')}` split `{split}`, "
+        lines += ["", f"Evaluation on `{result.get('data')}`"
+                  f"{_local_copy(result.get('data_file'), result.get('data_sha256'))} "
+                  f"split `{split}`, "
                   f"{result['num_images']} images, {result.get('preprocessing', '')}: "
                   f"`{result['command']}`"]
     for split, result in sorted(metrics.get("evaluations", {}).items()):
