@@ -22,7 +22,7 @@ def test_train_step_flops_cover_forward_and_backward_matmuls():
 def _tiny_lvae():
     model = tfladder.LadderVAE((28, 28, 1), latent_dims=[4, 2], hidden_units=[32, 16],
                                batch_norm=True, seed=0)
-    model.compile(keras.optimizers.Adam(1e-3))
+    model.compile(keras.optimizers.Adam(1e-3), steps_per_execution=1)   # one step per call
     return model
 
 

@@ -380,8 +380,8 @@ def test_unknown_command_in_process_names_the_commands(capsys):
     finally:
         flags.FLAGS.unparse_flags()
     assert exit_info.value.code == 2
-    assert ("expected a command, one of card, evaluate, export, list, sample, train, traverse; "
-            "got 'bogus'") in capsys.readouterr().err
+    assert ("expected a command, one of card, evaluate, export, fetch, list, sample, train, "
+            "traverse; got 'bogus'") in capsys.readouterr().err
 
 
 def test_unparsable_integer_flag_subprocess(tmp_path):

@@ -82,7 +82,8 @@ def test_cli_trains_with_the_mirrored_strategy(tmp_path):
     process = subprocess.run(
         [sys.executable, "-m", "tfladder.cli", "train", "vae_mnist", "--data", "mnist_offline",
          "--epochs", "1", "--limit", "200", "--batch-size", "50", "--strategy", "mirrored",
-         "--cpu-devices", "2", "--workdir", str(tmp_path / "w")],
+         "--cpu-devices", "2", "--workdir", str(tmp_path / "w"),
+         "--verbose"],        # the strategy's log line is an INFO log
         env=env, capture_output=True, text=True, timeout=600)
     assert process.returncode == 0, process.stderr[-3000:]
     assert (tmp_path / "w" / "model" / "SHA256SUMS").exists()

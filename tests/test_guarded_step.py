@@ -38,7 +38,7 @@ def test_infinite_gradients_are_skipped():
 
 def test_training_stops_after_repeated_skips():
     model = small_model("vae")
-    model.compile(keras.optimizers.Adam(1e-3))
+    model.compile(keras.optimizers.Adam(1e-3), steps_per_execution=1)   # callbacks per step
     data = _binary(64)
     data[:, 0, 0, 0] = np.nan                         # every batch is poisoned
     stopper = StopOnRepeatedSkips(patience=3)

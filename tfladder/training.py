@@ -368,6 +368,7 @@ def _check_manifest(workdir, manifest, finished):
                             "resumed run cannot be checked.", workdir, MANIFEST)
         return
     recorded = json.loads(path.read_text())
+    recorded.setdefault("precision", "float32")   # manifests older than the precision option
     differences = []
     for key, value in _flatten(manifest).items():
         old = _flatten(recorded).get(key)

@@ -356,16 +356,25 @@ class HierarchicalModel(KerasAPI, keras.Model):
         """Recompiles a model loaded from a `.keras` file (our `compile` is custom)."""
         self.compile(**keras.saving.deserialize_keras_object(config))
 
-    def assert_valid_values(self, x):
-        """In a graph (`fit`, `evaluate`, `predict`): asserts that `x` is finite and
-        in the likelihood's support, naming what was expected (eagerly,
-        `prepare_inputs` has checked the values already)."""
+    def assert_valid_values(self, x, finite=True):
+        """In a graph (`fit`, `evaluate`, `predict`): asserts that `x` is in the
+        likelihood's support and, with `finite=True`, finite, naming what was
+        expected (eagerly, `prepare_inputs` has checked the values already).
+
+        `train_step` passes `finite=False`: a NaN or Inf batch there is the
+        guarded step's business (skipped and counted in `skipped_updates`,
+        `StopOnRepeatedSkips` stops a run of them); the support is checked on
+        the finite values.
+        """
         if tf.executing_eagerly():
             return x
         support = f"x is outside the support of the likelihood: expected {self.observation.support}"
-        checks = [tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(x)),
-                                      ["x contains NaN or Inf values; expected finite pixels"]),
-                  tf.debugging.Assert(self.observation.in_support(x), [support])]
+        is_finite = tf.math.is_finite(x)
+        checks = [tf.debugging.Assert(
+            self.observation.in_support(tf.where(is_finite, x, tf.zeros_like(x))), [support])]
+        if finite:
+            checks.append(tf.debugging.Assert(
+                tf.reduce_all(is_finite), ["x contains NaN or Inf values; expected finite pixels"]))
         with tf.control_dependencies(checks):
             return tf.identity(x)
 
@@ -377,7 +386,7 @@ class HierarchicalModel(KerasAPI, keras.Model):
         loss or gradient is not finite on any replica is skipped everywhere and
         counted in `skipped_updates`.
         """
-        x = self.assert_valid_values(self.prepare_inputs(_unpack(data)))
+        x = self.assert_valid_values(self.prepare_inputs(_unpack(data)), finite=False)
         beta = self.beta(self.optimizer.iterations)
         seed = self._step_seed(_TRAIN_SALT)
         global_count = replicas.global_count(x)
@@ -435,7 +444,9 @@ class HierarchicalModel(KerasAPI, keras.Model):
 
     def build(self, input_shape=None):
         """Creates every weight by tracing one pass on a symbolic batch `[None, H, W, C]`
-        (so that `summary()` shows the batch dimension as None)."""
+        (so that `summary()` shows the batch dimension as None). Under a
+        `tf.distribute` strategy, whose mirrored variables cannot be created
+        inside a traced function, one eager pass on a batch of two does it."""
         if self.built:
             return
 
@@ -444,8 +455,11 @@ class HierarchicalModel(KerasAPI, keras.Model):
             self.infer(x, seed)
             self.generate(self.prior_noise(tf.shape(x)[0], seed))
 
-        tf.function(trace, autograph=False).get_concrete_function(
-            tf.TensorSpec((None,) + self.image_shape, tf.float32))
+        if tf.distribute.has_strategy():
+            trace(tf.zeros((2,) + self.image_shape))
+        else:
+            tf.function(trace, autograph=False).get_concrete_function(
+                tf.TensorSpec((None,) + self.image_shape, tf.float32))
         self.built = True
 
     def load_weights(self, filepath, *args, **kwargs):
