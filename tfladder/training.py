@@ -449,10 +449,14 @@ def inference_copy(model):
 
 
 def portable_command(command):
-    """`command` with every file or folder path cut to its last part: a card
-    says `--data mnist.npz`, not where the file was on the training machine."""
-    return " ".join(os.path.basename(token.rstrip("/")) if os.sep in token
-                    and os.path.exists(token) else token for token in command.split(" "))
+    """`command` with every absolute or `..` path cut to its last part: a card
+    says `--data mnist.npz`, not where the file was on the training machine
+    (paths relative to the working folder, e.g. `zoo/vae_mnist`, are kept)."""
+    def portable(token):
+        outside = os.path.isabs(token) or ".." in pathlib.PurePath(token).parts
+        return os.path.basename(token.rstrip("/")) if outside and os.path.exists(token) \
+            else token
+    return " ".join(portable(token) for token in command.split(" "))
 
 
 def _equivalent_command(name, data, recipe, limit, deterministic=False, jit_compile=False):
