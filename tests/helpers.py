@@ -1,5 +1,9 @@
-"""Small model configurations shared by the model tests: one per family."""
+"""Small model configurations shared by the model tests: one per family, and
+the in-process runner of the `tfladder` command."""
+from absl import flags
+
 import tfladder
+from tfladder import cli
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -25,3 +29,17 @@ CONV_CONFIGS = {
 def small_model(family, conv=False, **overrides):
     config = {**(CONV_CONFIGS if conv else SMALL_CONFIGS)[family], "seed": 1, **overrides}
     return tfladder.FAMILIES[family](IMAGE_SHAPE, **config)
+
+
+def main_in_process(*argv):
+    """Parses the flags like `app.run` (with the CLI's own flag parser) and calls
+    `cli.main`; returns the exit code."""
+    flags.FLAGS.unparse_flags()
+    try:
+        remaining = cli.parse_flags(["tfladder", *map(str, argv)])
+        cli.main(remaining)
+        return 0
+    except SystemExit as exit_:
+        return exit_.code
+    finally:
+        flags.FLAGS.unparse_flags()

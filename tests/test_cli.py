@@ -28,6 +28,7 @@ from absl import flags
 
 from tfladder import cli, data, figures, zoo
 from tfladder.zoo import artifacts
+from tests.helpers import main_in_process
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 VARIANTS = ["hvae_mnist", "lvae_mnist", "lvae_omniglot", "topdown_mnist", "vae_mnist", "vlae_celeba",
@@ -55,20 +56,6 @@ def user_lines(stderr):
     """The stderr lines written by tfladder (not the native TF log noise)."""
     return [line for line in stderr.splitlines()
             if line.strip() and not _NATIVE_LOG.match(line)]
-
-
-def main_in_process(*argv):
-    """Parses the flags like `app.run` (with the CLI's own flag parser) and calls
-    `cli.main`; returns the exit code."""
-    flags.FLAGS.unparse_flags()
-    try:
-        remaining = cli._parse_flags(["tfladder", *map(str, argv)])
-        cli.main(remaining)
-        return 0
-    except SystemExit as exit_:
-        return exit_.code
-    finally:
-        flags.FLAGS.unparse_flags()
 
 
 def applicable(command, *argv):

@@ -19,12 +19,11 @@ import zipfile
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 
 import tfladder
 from tfladder import cli, data, evaluation, training, zoo
 from tfladder.zoo import artifacts
-from tests.helpers import small_model
+from tests.helpers import main_in_process, small_model
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = dict(data="mnist_offline", epochs=1, batch_size=100, limit=300, verbose=0)
@@ -43,19 +42,6 @@ def copy_of(trained, tmp_path):
     target = tmp_path / "variant" / "model"
     shutil.copytree(trained[1], target)
     return target
-
-
-def _main(*argv):
-    """`tfladder ARGV` in process; returns the exit code."""
-    flags.FLAGS.unparse_flags()
-    try:
-        remaining = cli._parse_flags(["tfladder", *map(str, argv)])
-        cli.main(remaining)
-        return 0
-    except SystemExit as exit_:
-        return exit_.code
-    finally:
-        flags.FLAGS.unparse_flags()
 
 
 def _run_cli(*args, timeout=300, **kwargs):
@@ -79,7 +65,8 @@ def test_update_card_never_writes_through_a_symlinked_card(copy_of, tmp_path, ca
     outside.write_text("not tfladder's\n")
     (copy_of / "README.md").unlink()
     (copy_of / "README.md").symlink_to(outside)
-    code = _main("evaluate", copy_of, "--num-samples", "0", "--limit", "5", "--update-card")
+    code = main_in_process("evaluate", copy_of, "--num-samples", "0", "--limit", "5",
+                           "--update-card")
     assert code == 2
     assert "symbolic link" in capsys.readouterr().err
     assert outside.read_text() == "not tfladder's\n"
@@ -138,7 +125,8 @@ def test_a_failure_while_writing_the_card_leaves_the_folder_loadable(copy_of, mo
 
 def test_update_card_on_a_zoo_name_is_refused(capsys):
     before = _snapshot(zoo.artifact_dir("vae_mnist"))
-    code = _main("evaluate", "vae_mnist", "--num-samples", "0", "--limit", "5", "--update-card")
+    code = main_in_process("evaluate", "vae_mnist", "--num-samples", "0", "--limit", "5",
+                           "--update-card")
     assert code == 2
     err = capsys.readouterr().err
     assert "zoo name" in err and "Copy the variant folder" in err
@@ -169,7 +157,7 @@ def test_export_never_writes_into_the_variant_or_a_non_empty_folder(where, copy_
     if where == "cwd":
         monkeypatch.chdir(copy_of.parent)
     before = _snapshot(copy_of)
-    assert _main("export", copy_of, "--out", out) == 2
+    assert main_in_process("export", copy_of, "--out", out) == 2
     err = capsys.readouterr().err
     assert "--out" in err and ("overlaps" in err or "not empty" in err)
     assert _snapshot(copy_of) == before
@@ -178,7 +166,7 @@ def test_export_never_writes_into_the_variant_or_a_non_empty_folder(where, copy_
 
 def test_export_to_a_new_folder_is_complete(copy_of, tmp_path, capsys):
     out = tmp_path / "exported"
-    assert _main("export", copy_of, "--out", out) == 0
+    assert main_in_process("export", copy_of, "--out", out) == 0
     assert (out / "saved_model.pb").is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -390,7 +378,7 @@ def test_sizes_beyond_the_documented_bounds_are_refused():
 
 
 def test_cli_sample_refuses_ten_million(capsys, tmp_path):
-    assert _main("sample", "vae_mnist", "--num", "10000000", "--out", tmp_path / "s.png") == 2
+    assert main_in_process("sample", "vae_mnist", "--num", "10000000", "--out", tmp_path / "s.png") == 2
     assert "at most" in capsys.readouterr().err
     assert not (tmp_path / "s.png").exists()
 
@@ -419,7 +407,7 @@ def test_ctrl_c_prints_one_line(tmp_path):
 
 
 def test_a_full_disk_is_one_line_and_status_1(capsys):
-    assert _main("sample", "vae_mnist", "--num", "4", "--out", "/dev/full") == 1
+    assert main_in_process("sample", "vae_mnist", "--num", "4", "--out", "/dev/full") == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tfladder sample: error:")
 
@@ -428,7 +416,7 @@ def test_a_full_disk_is_one_line_and_status_1(capsys):
                                          (["card", "vae_mnist", "--limit", "3"], "--limit"),
                                          (["train", "vae_mnist", "--num", "3"], "--num")])
 def test_flags_that_do_not_apply_are_refused(argv, needle, capsys):
-    assert _main(*argv) == 2
+    assert main_in_process(*argv) == 2
     assert f"{needle} do(es) not apply" in capsys.readouterr().err
 
 

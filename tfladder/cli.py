@@ -316,7 +316,7 @@ def _fail(message, command=None, status=2):
     sys.exit(status)
 
 
-def _parse_flags(argv):
+def parse_flags(argv):
     """absl flag parsing that reports a bad flag in one line (exit status 2), and
     the help of the commands (`--help`, `-h`, `help [COMMAND]`)."""
     args = argv[1:]
@@ -374,7 +374,7 @@ _ALL_COMMAND_FLAGS = {flag for names in COMMAND_FLAGS.values() for flag in names
 def run():
     """Console-script entry point."""
     try:
-        app.run(main, flags_parser=_parse_flags)
+        app.run(main, flags_parser=parse_flags)
     except KeyboardInterrupt:   # during start-up, before a command runs
         print("tfladder: error: interrupted (Ctrl-C).", file=sys.stderr)
         sys.exit(130)
