@@ -25,6 +25,7 @@ file-system failures (permissions, a full disk) and an unloadable checkpoint
 print one line and exit with status 1.
 """
 import json
+import os
 import pathlib
 import re
 import sys
@@ -328,8 +329,8 @@ def parse_flags(argv):
     if "--verbose" in args:   # TensorFlow's C++ logs were silenced at import; absl's too.
         argv = [a for a in argv if a != "--verbose"]
         logging.set_verbosity(logging.INFO)
-    else:
-        logging.set_verbosity(logging.WARNING)
+    else:   # the command's own output and errors only (TFDS and TF warn through absl)
+        logging.set_verbosity(logging.ERROR)
     try:
         return FLAGS(argv)
     except flags.Error as error:
@@ -375,6 +376,9 @@ def run():
     """Console-script entry point."""
     try:
         app.run(main, flags_parser=parse_flags)
+    except BrokenPipeError:   # e.g. `tfladder --help | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except KeyboardInterrupt:   # during start-up, before a command runs
         print("tfladder: error: interrupted (Ctrl-C).", file=sys.stderr)
         sys.exit(130)
