@@ -253,24 +253,24 @@ class DiscretizedLogisticMixture:
         self.log_scale = tf.maximum(log_scale, self.MIN_LOG_SCALE)
 
     def _log_prob_per_channel(self, x):
+        # With a = (y + 1/255 - loc) / s and b = (y - 1/255 - loc) / s, the
+        # bin mass factorises exactly:
+        #   sigma(a) - sigma(b) = sigma(a) sigma(-b) (1 - exp(-(a - b))),
+        # and a - b = 2 / (255 s) does not depend on y. So every bin is
+        #   log P = -softplus(-a) [unless k = 255] - softplus(b) [unless k = 0]
+        #           + log(-expm1(-2 / (255 s))) [middle bins only],
+        # two softplus per value, finite and exact in the far tails (no
+        # difference of two sigmoids that underflows).
         y = 2.0 * x[..., None] - 1.0                      # [B, H, W, C, 1]
         inv_scale = tf.exp(-self.log_scale)
         centred = y - self.loc
-        plus_in = inv_scale * (centred + 1.0 / 255.0)
-        min_in = inv_scale * (centred - 1.0 / 255.0)
-        cdf_delta = tf.sigmoid(plus_in) - tf.sigmoid(min_in)
-        log_cdf_plus = plus_in - tf.nn.softplus(plus_in)        # log sigma(plus_in)
-        log_one_minus_cdf_min = -tf.nn.softplus(min_in)         # log(1 - sigma(min_in))
-        # Middle bins: log of the bin mass, or (when it underflows) the log
-        # density at the bin centre times the bin width 2/255.
-        mid_in = inv_scale * centred
-        log_pdf_mid = mid_in - self.log_scale - 2.0 * tf.nn.softplus(mid_in)
-        # log_pdf_mid is a density on y, where a bin has width 2/255.
-        safe_delta = tf.where(cdf_delta > 1e-5, cdf_delta, tf.ones_like(cdf_delta))
-        log_mid = tf.where(cdf_delta > 1e-5, tf.math.log(safe_delta),
-                           log_pdf_mid + math.log(2.0 / 255.0))
-        log_probs = tf.where(y < -0.999, log_cdf_plus,
-                             tf.where(y > 0.999, log_one_minus_cdf_min, log_mid))
+        a = inv_scale * (centred + 1.0 / 255.0)
+        b = inv_scale * (centred - 1.0 / 255.0)
+        below_top = tf.cast(y < 0.999, a.dtype)          # k < 255: the upper edge counts
+        above_bottom = tf.cast(y > -0.999, a.dtype)      # k > 0: the lower edge counts
+        width = tf.math.log(-tf.math.expm1(-(2.0 / 255.0) * inv_scale))
+        log_probs = (-below_top * tf.nn.softplus(-a) - above_bottom * tf.nn.softplus(b)
+                     + below_top * above_bottom * width)
         log_weights = tf.nn.log_softmax(self.logits, axis=-1)
         return tf.reduce_logsumexp(log_weights + log_probs, axis=-1)  # [B, H, W, C]
 
