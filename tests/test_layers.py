@@ -21,7 +21,7 @@ import tensorflow_probability as tfp  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from tfladder import gaussian, layers  # noqa: E402
-from tfladder.layers import (MLP, BernoulliObservation, ConvStack, DeltaGaussian,  # noqa: E402
+from tfladder.layers import (MLP, BernoulliObservation, BinaryBernoulli, ConvStack, DeltaGaussian,  # noqa: E402
                              DiscretizedLogisticMixture, DiscretizedLogisticMixtureObservation,
                              Flatten, GaussianObservation, GaussianStochastic, GenerativeRung,
                              ImageDecoder, ImageEncoder, ImageHead, InferenceRung,
@@ -477,6 +477,20 @@ def test_bernoulli_log_prob_is_finite_for_saturated_logits():
     np.testing.assert_allclose(p_worst.log_prob(x), np.full(2, -50.0 * 9), rtol=1e-5)
     assert np.all(np.isfinite(p_best.log_prob(x)))
     np.testing.assert_allclose(p_best.log_prob(x), 0.0, atol=1e-6)
+
+
+def test_binary_bernoulli_matches_tfp_values_gradients_and_infinite_limits():
+    logits = tf.constant(np.concatenate([_rand(73, 40, scale=30.0),
+                                         [np.inf, -np.inf, np.inf, -np.inf]]).astype(np.float32))
+    x = tf.constant(np.concatenate([_binary(74, 40), [1.0, 1.0, 0.0, 0.0]]).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        fast = BinaryBernoulli(logits=logits).log_prob(x)
+        reference = tfd.Bernoulli(logits=logits).log_prob(x)
+    np.testing.assert_allclose(fast, reference, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(fast.numpy()[-4:], [0.0, -np.inf, -np.inf, 0.0])
+    np.testing.assert_allclose(tape.gradient(fast, logits)[:40],
+                               tape.gradient(reference, logits)[:40], rtol=1e-6, atol=1e-7)
 
 
 def test_bernoulli_support_error():

@@ -2,7 +2,7 @@
 from tfladder.layers.blocks import (ACTIVATIONS, MLP, ConvStack, Flatten, ImageDecoder,
                                     ImageEncoder, ImageHead, get_activation)
 from tfladder.layers.ladder import GenerativeRung, InferenceRung
-from tfladder.layers.observations import (OBSERVATIONS, BernoulliObservation,
+from tfladder.layers.observations import (OBSERVATIONS, BernoulliObservation, BinaryBernoulli,
                                           DiscretizedLogisticMixture,
                                           DiscretizedLogisticMixtureObservation,
                                           GaussianObservation, Observation, get_observation)

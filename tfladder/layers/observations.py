@@ -74,7 +74,8 @@ class BernoulliObservation(Observation):
         self.binary = bool(binary)
 
     def distribution(self, params):
-        return tfd.Independent(tfd.Bernoulli(logits=params, dtype=params.dtype),
+        bernoulli = BinaryBernoulli if self.binary else tfd.Bernoulli
+        return tfd.Independent(bernoulli(logits=params, dtype=params.dtype),
                                reinterpreted_batch_ndims=3)
 
     @property
@@ -91,6 +92,22 @@ class BernoulliObservation(Observation):
 
     def get_config(self):
         return {**super().get_config(), "binary": self.binary}
+
+
+class BinaryBernoulli(tfd.Bernoulli):
+    """`tfd.Bernoulli` (logits) whose `log_prob` takes one softplus per value.
+
+    For x in {0, 1}, log p(x) = -softplus((1 - 2x) l), where `tfd.Bernoulli`
+    computes both -softplus(l) and -softplus(-l) and mixes them: the same
+    values (and the same limits at l = +-inf) at half the transcendental work,
+    the largest elementwise cost of L_K on MNIST. Values of x other than 0 and
+    1 are outside its support (BernoulliObservation checks them).
+    """
+
+    def _log_prob(self, event):
+        logits = tf.convert_to_tensor(self.logits)
+        event = tf.cast(event, logits.dtype)
+        return -tf.math.softplus((1.0 - 2.0 * event) * logits)
 
 
 @register

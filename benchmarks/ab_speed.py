@@ -1,6 +1,7 @@
-"""Training speed of the convolutional VLAEs against an earlier checkout, A/B in one run.
+"""Training or L_K speed of zoo variants against an earlier checkout, A/B in one run.
 
-python benchmarks/conv_speed.py --baseline PATH [--variants vlae_svhn,vlae_celeba]
+python benchmarks/ab_speed.py --baseline PATH [--variants vlae_svhn,vlae_celeba]
+    [--workload train|log_likelihood]
     [--arms baseline:float32,current:float32,current:mixed_bfloat16]
     [--rounds 7] [--steps 16] [--out benchmarks/results/throughput_vlae.md]
 
@@ -30,12 +31,16 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("baseline", None, "A checkout of tfladder to compare against.")
 flags.DEFINE_list("variants", ["vlae_svhn", "vlae_celeba"], "Zoo variants to time.")
 flags.DEFINE_list("arms", ["baseline:float32", "current:float32", "current:mixed_bfloat16"],
-                  "checkout:policy pairs; checkout is 'baseline' or 'current'. The first "
-                  "arm is the reference of the ratios.")
+                  "checkout:policy[:NAME=VALUE...]; checkout is 'baseline' or 'current', "
+                  "NAME=VALUE are environment variables of that worker. The first arm is "
+                  "the reference of the ratios.")
 flags.DEFINE_integer("rounds", 7, "Alternating rounds (one window per arm each).")
 flags.DEFINE_integer("steps", 16, "Training steps per window (a multiple of 8).")
 flags.DEFINE_integer("warmup", 16, "Untimed steps per worker before the first window.")
 flags.DEFINE_string("out", "benchmarks/results/throughput_vlae.md", "Markdown output.")
+flags.DEFINE_enum("workload", "train", ["train", "log_likelihood"], "What a window times.")
+flags.DEFINE_integer("images", 10, "log_likelihood: images per window.")
+flags.DEFINE_integer("num_samples", 2000, "log_likelihood: importance samples per image.")
 flags.DEFINE_string("worker", None, "Internal: run as a worker for VARIANT:POLICY.")
 
 CURRENT = pathlib.Path(__file__).resolve().parents[1]
@@ -52,6 +57,8 @@ def worker(spec):
 
     name, policy = spec.split(":")
     keras.config.set_dtype_policy(policy)
+    if FLAGS.workload == "log_likelihood":
+        return log_likelihood_worker(name)
     variant = zoo.get(name)
     batch = variant.recipe.batch_size
     images = (np.random.RandomState(0).randint(
@@ -82,13 +89,41 @@ def worker(spec):
                           "cpu": work / max(time.process_time() - cpu, 1e-9)}), flush=True)
 
 
+def log_likelihood_worker(name):
+    import numpy as np
+
+    import tfladder
+    from tfladder import zoo
+
+    model = zoo.load(name)
+    shape = tuple(model.image_shape)
+    x = (np.random.RandomState(0).rand(FLAGS.images, *shape) > 0.5).astype("float32")
+    model.log_likelihood(x[:2], num_samples=FLAGS.num_samples)    # traces both shapes
+    model.log_likelihood(x, num_samples=FLAGS.num_samples)
+    print(json.dumps({"ready": True, "steps_per_execution": 0,
+                      "tfladder": str(pathlib.Path(tfladder.__file__).parent)}), flush=True)
+    seed = 0
+    for line in sys.stdin:
+        if line.strip() != "go":
+            break
+        seed += 1
+        wall, cpu = time.perf_counter(), time.process_time()
+        model.log_likelihood(x, num_samples=FLAGS.num_samples, seed=seed)
+        work = FLAGS.images * FLAGS.num_samples
+        print(json.dumps({"wall": work / (time.perf_counter() - wall),
+                          "cpu": work / max(time.process_time() - cpu, 1e-9)}), flush=True)
+
+
 def start(arm, variant):
-    checkout, policy = arm.split(":")
+    checkout, policy, *settings = arm.split(":")
     root = CURRENT if checkout == "current" else pathlib.Path(FLAGS.baseline).resolve()
-    env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "2",
+           **dict(setting.split("=", 1) for setting in settings)}
     process = subprocess.Popen(
         [sys.executable, str(pathlib.Path(__file__).resolve()), f"--worker={variant}:{policy}",
-         f"--steps={FLAGS.steps}", f"--warmup={FLAGS.warmup}"],
+         f"--steps={FLAGS.steps}", f"--warmup={FLAGS.warmup}",
+         f"--workload={FLAGS.workload}", f"--images={FLAGS.images}",
+         f"--num_samples={FLAGS.num_samples}"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         text=True, env=env, cwd=root)
     return process
@@ -129,7 +164,8 @@ def measure(variant):
 
 def table(results):
     reference = FLAGS.arms[0]
-    lines = ["| variant | arm (checkout:policy) | examples/s (median) | examples per CPU-s "
+    unit = "examples" if FLAGS.workload == "train" else "importance samples"
+    lines = [f"| variant | arm (checkout:policy) | {unit}/s (median) | {unit} per CPU-s "
              "(median) | × first arm, wall (median, min–max) | × first arm, per CPU-s "
              "(median, min–max) |", "| --- | --- | --- | --- | --- | --- |"]
     for variant, rates in results.items():
@@ -158,13 +194,19 @@ def main(argv):
     if FLAGS.baseline:
         baseline_commit = subprocess.run(["git", "-C", FLAGS.baseline, "rev-parse", "--short",
                                           "HEAD"], capture_output=True, text=True).stdout.strip()
-    command = ("python benchmarks/conv_speed.py --baseline <checkout of "
+    workload = (f"--steps {FLAGS.steps}" if FLAGS.workload == "train" else
+                f"--workload log_likelihood --images {FLAGS.images} "
+                f"--num_samples {FLAGS.num_samples}")
+    command = ("python benchmarks/ab_speed.py --baseline <checkout of "
                f"{baseline_commit or '?'}> --variants {','.join(FLAGS.variants)} --arms "
-               f"{','.join(FLAGS.arms)} --rounds {FLAGS.rounds} --steps {FLAGS.steps}")
-    lines = ["# Convolutional VLAE training speed, A/B", "", f"Command: `{command}`", "",
+               f"{','.join(FLAGS.arms)} --rounds {FLAGS.rounds} {workload}")
+    window = (f"{FLAGS.steps} training steps" if FLAGS.workload == "train" else
+              f"L_{FLAGS.num_samples} of {FLAGS.images} images")
+    lines = [f"# {FLAGS.workload.replace('_', ' ').capitalize()} speed, A/B", "",
+             f"Command: `{command}`", "",
              f"Baseline checkout: {baseline_commit or 'none'}. "
-             f"{FLAGS.rounds} alternating rounds of {FLAGS.steps} steps per arm; ratios per "
-             "round against the first arm.", ""] + table(results) + [""]
+             f"{FLAGS.rounds} alternating rounds, one window ({window}) per arm each; "
+             "ratios per round against the first arm.", ""] + table(results) + [""]
     out = pathlib.Path(FLAGS.out)
     notes = ""
     if out.exists() and "<!-- notes -->" in out.read_text():
