@@ -43,42 +43,57 @@ def build_digit_classifier(num_classes=10):
     ], name="digit_classifier")
 
 
-def digit_classifier(mnist_path, epochs=3, seed=0, cache_dir=CLASSIFIER_CACHE):
-    """A trained digit classifier and its MNIST test accuracy.
+def cached_classifier(key, build, train, test, epochs, seed, batch_size=128,
+                      cache_dir=CLASSIFIER_CACHE):
+    """A classifier trained once and cached in `cache_dir` (keyed on `key`, epochs, seed).
 
-    The trained classifier is cached in `cache_dir` (keyed on epochs and seed)
-    so that several benchmark scripts share one; delete the folder to retrain.
+    Several benchmark scripts share one; delete the folder to retrain.
+
+    Args:
+      key: Name of the cached weights (e.g. "digit_classifier").
+      build: Returns the uncompiled Keras model (images -> class probabilities).
+      train, test: `(images, labels)` of the training and test splits.
 
     Returns:
-      `(classifier, info)`: a Keras model mapping images `[N, 28, 28, 1]` in
-      [0, 1] to class probabilities `[N, 10]`, and a dict with
-      `test_accuracy`, `epochs`, `seed`, `train_seconds`, `cached`.
+      `(classifier, info)`: the Keras model and a dict with `test_accuracy`,
+      `epochs`, `seed`, `num_train`, `num_test`, `train_seconds`, `cached`.
     """
-    cache_dir = pathlib.Path(cache_dir)
-    weights = cache_dir / f"digit_classifier_e{epochs}_s{seed}.weights.h5"
+    weights = pathlib.Path(cache_dir) / f"{key}_e{epochs}_s{seed}.weights.h5"
     info_path = weights.with_suffix("").with_suffix(".json")
     if weights.exists() and info_path.exists():
-        classifier = build_digit_classifier()
+        classifier = build()
         classifier.load_weights(str(weights))
         return classifier, {**json.loads(info_path.read_text()), "cached": True}
     keras.utils.set_random_seed(seed)
-    classifier = build_digit_classifier()
+    classifier = build()
     classifier.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
                        metrics=["accuracy"])
-    train_x, train_y = mnist_with_labels(mnist_path, "train")
-    test_x, test_y = mnist_with_labels(mnist_path, "test")
     started = time.time()
-    classifier.fit(train_x, train_y, batch_size=128, epochs=epochs, verbose=2)
-    _, accuracy = classifier.evaluate(test_x, test_y, batch_size=500, verbose=0)
+    classifier.fit(*train, batch_size=batch_size, epochs=epochs, verbose=2)
+    _, accuracy = classifier.evaluate(*test, batch_size=500, verbose=0)
     info = {"test_accuracy": float(accuracy), "epochs": epochs, "seed": seed,
+            "num_train": len(train[0]), "num_test": len(test[0]),
             "train_seconds": round(time.time() - started, 1)}
-    info_path.parent.mkdir(parents=True, exist_ok=True)
+    weights.parent.mkdir(parents=True, exist_ok=True)
     # Weights only, without the optimizer's state: reloaded into an uncompiled model.
-    inference = build_digit_classifier()
+    inference = build()
     inference.set_weights(classifier.get_weights())
     inference.save_weights(str(weights))
     info_path.write_text(json.dumps(info))
     return classifier, {**info, "cached": False}
+
+
+def digit_classifier(mnist_path, epochs=3, seed=0, cache_dir=CLASSIFIER_CACHE):
+    """A trained MNIST digit classifier and its test accuracy (`cached_classifier`).
+
+    Returns:
+      `(classifier, info)`: a Keras model mapping images `[N, 28, 28, 1]` in
+      [0, 1] to class probabilities `[N, 10]`, and the dict of `cached_classifier`.
+    """
+    return cached_classifier("digit_classifier", build_digit_classifier,
+                             mnist_with_labels(mnist_path, "train"),
+                             mnist_with_labels(mnist_path, "test"), epochs, seed,
+                             cache_dir=cache_dir)
 
 
 def probabilities_fn(classifier):

@@ -111,14 +111,39 @@ def run_one(run, spec, eval_images, root):
     result = training.train(run.variant(spec, FLAGS.epochs), workdir, verbose=2,
                             callbacks=[KLPerUnitHistory(eval_images, workdir / "kl_units.npz")])
     train_seconds = time.time() - started
-    metrics = evaluation.evaluate(result.model, eval_images, num_samples=FLAGS.num_samples)
+    metrics = evaluation.evaluate(result.model, eval_images, num_samples=FLAGS.num_samples,
+                                  per_image=True)
     metrics.pop("active_unit_variance")
+    np.save(workdir / "log_likelihood_per_image.npy",
+            np.asarray(metrics.pop("log_likelihood_per_image")))
     metrics.update(run=run.name, family=run.family, depth=run.depth,
                    batch_norm=run.batch_norm, warmup=run.warmup, epochs=FLAGS.epochs,
                    train_seconds=round(train_seconds, 1),
                    final_test_elbo_full_split=result.history["val_elbo"][-1])
     cached.write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def paired_rows(runs, root, k):
+    """LVAE minus HVAE at each depth (same images, same K): mean and paired standard error."""
+    rows = []
+    for run in runs:
+        if run.family != "lvae" or run.depth == 1:
+            continue
+        partner = dataclasses.replace(run, family="hvae")
+        paths = [root / r.name / "log_likelihood_per_image.npy" for r in (run, partner)]
+        if not all(path.exists() for path in paths):
+            continue
+        mean, stderr = evaluation.paired_difference(*(np.load(path) for path in paths))
+        rows.append(f"| {run.name} − {partner.name} | {mean:+.2f} ± {stderr:.2f} | "
+                    f"{mean / stderr:+.1f} |")
+    if not rows:
+        return []
+    return ["", f"Paired margins (same images, same K): L_{k} of the LVAE minus L_{k} of the "
+            "HVAE of the same depth and settings, mean over images ± the standard error of "
+            "the per-image differences (`tfladder.evaluation.paired_difference`).", "",
+            "| pair | LVAE − HVAE (nats) | margin / standard error |", "| --- | --- | --- |"
+            ] + rows
 
 
 def figures(results, root, stem):
@@ -235,6 +260,7 @@ def main(argv):
             + ", ".join(f"{v:.1f}" for v in r["kl_per_layer"]) + " | "
             + ", ".join(f"{a}/{d}" for a, d in zip(r["active_units"], r["latent_dims"]))
             + f" | {r['train_seconds']:.0f} |")
+    lines += paired_rows(runs, root, k)
     lines += ["", f"Paper: {PAPER_OMNIGLOT if FLAGS.dataset == 'omniglot' else PAPER}", ""]
     lines += [f"![{key}]({path.name})" for key, path in paths.items()]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -96,29 +96,10 @@ def svhn_classifier(source, epochs, seed, cache_dir=common.CLASSIFIER_CACHE):
             keras.layers.Dense(128, activation="relu"),
             keras.layers.Dense(10, activation="softmax")])
 
-    weights = pathlib.Path(cache_dir) / f"svhn_classifier_e{epochs}_s{seed}.weights.h5"
-    info_path = weights.with_suffix("").with_suffix(".json")
-    if weights.exists() and info_path.exists():
-        classifier = build()
-        classifier.load_weights(str(weights))
-        return common.probabilities_fn(classifier), {**json.loads(info_path.read_text()),
-                                                     "cached": True}
-    keras.utils.set_random_seed(seed)
-    classifier = build()
-    classifier.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
-                       metrics=["accuracy"])
-    train_x, train_y = labelled(source, "train")
-    test_x, test_y = labelled(source, "test")
-    started = time.time()
-    classifier.fit(train_x, train_y, batch_size=64, epochs=epochs, verbose=2)
-    _, accuracy = classifier.evaluate(test_x, test_y, batch_size=500, verbose=0)
-    info = {"test_accuracy": float(accuracy), "epochs": epochs, "seed": seed,
-            "num_train": len(train_x), "num_test": len(test_x),
-            "train_seconds": round(time.time() - started, 1)}
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    classifier.save_weights(str(weights))
-    info_path.write_text(json.dumps(info))
-    return common.probabilities_fn(classifier), {**info, "cached": False}
+    classifier, info = common.cached_classifier(
+        "svhn_classifier", build, labelled(source, "train"), labelled(source, "test"),
+        epochs, seed, batch_size=64, cache_dir=cache_dir)
+    return common.probabilities_fn(classifier), info
 
 
 def dataset_of(name):

@@ -1,6 +1,9 @@
 """Benchmark helpers: the FLOP count used for "fraction of peak", the op-level profile
 and interleaved rate comparisons (structure only: no timing assertions)."""
+import pathlib
+
 import keras
+import numpy as np
 import pytest
 
 import tfladder
@@ -59,3 +62,28 @@ def test_interleaved_throughput_reports_every_round():
     assert all(len(r["wall"]) == 2 and len(r["cpu"]) == 2 for r in rates.values())
     median, low, high = benchmarking.ratio_summary(rates, "b", "a")
     assert low <= median <= high
+
+
+def test_cached_classifier_trains_once_then_loads_the_same_weights(tmp_path):
+    """benchmarks/common.cached_classifier: the second call reads the cache."""
+    import sys
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import common
+    finally:
+        sys.path.pop(0)
+    rng = np.random.RandomState(0)
+    x = rng.rand(64, 4).astype(np.float32)
+    y = (x[:, 0] > 0.5).astype(np.int64)
+
+    def build():
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+
+    first, info = common.cached_classifier("toy", build, (x, y), (x, y), epochs=2, seed=0,
+                                           cache_dir=tmp_path)
+    second, again = common.cached_classifier("toy", build, (x, y), (x, y), epochs=2, seed=0,
+                                             cache_dir=tmp_path)
+    assert not info["cached"] and again["cached"]
+    assert again["test_accuracy"] == info["test_accuracy"] and info["num_train"] == 64
+    np.testing.assert_allclose(second.predict(x, verbose=0), first.predict(x, verbose=0),
+                               rtol=1e-6)

@@ -62,7 +62,7 @@ def kl_per_unit(model, images, batch_size=500, seed=0):
 
 
 def evaluate(model, images, num_samples=5000, batch_size=100, seed=0, log=None,
-             progress=False):
+             progress=False, per_image=False):
     """Measures a model on `images` (float32 `[N, H, W, C]` in [0, 1]).
 
     Args:
@@ -73,6 +73,9 @@ def evaluate(model, images, num_samples=5000, batch_size=100, seed=0, log=None,
       seed: Integer seed of every draw.
       log: Optional callable receiving progress strings.
       progress: Show a Keras progress bar over the images of L_K.
+      per_image: Also return every image's L_K (`"log_likelihood_per_image"`),
+        for paired comparisons of models on the same images
+        (`paired_difference`).
 
     Returns:
       A dict of plain Python numbers and lists (JSON-ready).
@@ -110,11 +113,36 @@ def evaluate(model, images, num_samples=5000, batch_size=100, seed=0, log=None,
         result.update({"num_samples": int(num_samples), "log_likelihood": float(bound.mean()),
                        "log_likelihood_stderr": float(bound.std() / math.sqrt(count)),
                        "log_likelihood_seconds": round(time.time() - started, 1)})
+        if per_image:
+            result["log_likelihood_per_image"] = [float(v) for v in bound]
     pixels = float(np.prod(model.image_shape))
     for key in ("elbo", "log_likelihood"):
         if key in result:
             result[f"{key}_bits_per_dim"] = -result[key] / (pixels * math.log(2.0))
     return result
+
+
+def paired_difference(a, b):
+    """Mean of `a - b` over paired per-image values, and its standard error.
+
+    For two models scored on the same images (same K, same images), the
+    standard error of the mean difference is std(a_i - b_i) / sqrt(n): the
+    variation between images, which dominates each model's own standard
+    error, cancels.
+
+    Returns:
+      `(mean difference, standard error)` as floats.
+
+    Raises:
+      ValueError: `a` and `b` are not 1-D arrays of the same length >= 2.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.ndim != 1 or a.shape != b.shape or len(a) < 2:
+        raise ValueError(f"a and b must be 1-D arrays of the same length >= 2 (per-image "
+                         f"values of two models on the same images), got shapes {a.shape} "
+                         f"and {b.shape}.")
+    difference = a - b
+    return float(difference.mean()), float(difference.std(ddof=1) / math.sqrt(len(a)))
 
 
 def as_batches(dataset):
