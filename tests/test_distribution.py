@@ -9,6 +9,8 @@ import http.server
 import io
 import json
 import pathlib
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -73,6 +75,20 @@ def test_pack_is_reproducible(trained, tmp_path):
     first = artifacts.pack(trained, tmp_path / "a")
     second = artifacts.pack(trained, tmp_path / "b")
     assert first[1] == second[1] and first[2] == second[2]
+
+
+def test_pack_does_not_depend_on_the_process_or_the_temporary_name(trained, tmp_path):
+    """The gzip header holds neither a file name nor a time: the bytes are the same
+    from another process (whose temporary file has another name)."""
+    path, digest, _ = artifacts.pack(trained, tmp_path / "a")
+    header = path.read_bytes()[:10]
+    assert header[3] & 0x08 == 0, "the gzip header names the temporary file (FNAME)"
+    assert header[4:8] == b"\0\0\0\0"                      # MTIME 0
+    code = ("import sys; from tfladder.zoo import artifacts; "
+            "print(artifacts.pack(sys.argv[1], sys.argv[2])[1])")
+    other = subprocess.run([sys.executable, "-c", code, str(trained), str(tmp_path / "b")],
+                           capture_output=True, text=True, check=True).stdout.split()[-1]
+    assert other == digest
 
 
 def test_load_fetches_on_first_use_then_works_offline(server, release, trained, tmp_path):

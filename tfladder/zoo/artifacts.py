@@ -401,7 +401,8 @@ def pack(folder, out_dir):
     path = out_dir / f"{folder.name}{ARCHIVE_SUFFIX}"
 
     def write(tmp):
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as zipped, \
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb",
+                                                     mtime=0) as zipped, \
                 tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as archive:
             for relative in sorted(files):
                 info = archive.gettarinfo(str(folder / relative), arcname=relative)
