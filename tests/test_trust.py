@@ -390,6 +390,7 @@ def test_saved_model_sample_endpoint_refuses_ten_million(trained):
 
 
 # ---------------------------------------------------------- 14: the CLI
+@pytest.mark.slow   # the same path as the next test, which also loses the first exception
 def test_ctrl_c_prints_one_line(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "tfladder.cli", "train", "vae_mnist", "--data", "mnist_offline",
@@ -404,6 +405,48 @@ def test_ctrl_c_prints_one_line(tmp_path):
     assert process.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert "interrupted" in err
+
+
+# The KeyboardInterrupt of the first SIGINT is swallowed, as when Python raises
+# it inside a finalizer (`__del__`) that runs during `fit`: whatever handler the
+# CLI installs for SIGINT is wrapped so that its exception is lost.
+_SWALLOWED_INTERRUPT = """
+import signal, sys
+from tfladder import cli
+
+_install = signal.signal
+def _swallowing(handler):
+    def wrapped(signum, frame):
+        try:
+            handler(signum, frame)
+        except KeyboardInterrupt:
+            print("KeyboardInterrupt lost", file=sys.stderr, flush=True)
+    return wrapped
+signal.signal = lambda sig, handler: _install(sig, _swallowing(handler))
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.argv = ["tfladder"] + sys.argv[1:]
+cli.run()
+"""
+
+
+def test_ctrl_c_stops_training_even_when_the_exception_is_lost(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SWALLOWED_INTERRUPT, "train", "vae_mnist", "--data",
+         "mnist_offline", "--epochs", "200", "--batch-size", "100", "--workdir",
+         tmp_path / "run"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    deadline = time.time() + 240
+    while not (tmp_path / "run" / "history.csv").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=600)
+    assert "KeyboardInterrupt lost" in err          # the simulation did swallow it
+    assert process.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err
+    # It stopped within the run, not after the 200 epochs.
+    assert len((tmp_path / "run" / "history.csv").read_text().splitlines()) < 100
 
 
 def test_a_full_disk_is_one_line_and_status_1(capsys):

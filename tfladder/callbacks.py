@@ -54,6 +54,35 @@ class StopOnRepeatedSkips(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Raises `KeyboardInterrupt` at the next batch or epoch end once `event` is set.
+
+    Python turns Ctrl-C into a `KeyboardInterrupt` in whatever Python code
+    the main thread runs next; when that is a finalizer (`__del__` of a
+    TensorFlow object during `fit`), the exception is printed as "ignored"
+    and training goes on to the end. A SIGINT handler that also sets `event`
+    (see `tfladder.cli`) makes the interrupt reach `fit` here, at a point
+    where nothing swallows it.
+    """
+
+    def __init__(self, event):
+        super().__init__()
+        self.event = event
+
+    def _check(self):
+        if self.event.is_set():
+            raise KeyboardInterrupt("interrupted")
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check()
+
+
 # ----------------------------------------------------------------- checkpoints
 WEIGHTS_FILE = "latest.weights.h5"         # The names keras.callbacks.BackupAndRestore uses,
 METADATA_FILE = "training_metadata.json"   # so that its backups resume with EpochCheckpoint.

@@ -28,7 +28,9 @@ import json
 import os
 import pathlib
 import re
+import signal
 import sys
+import threading
 
 from absl import app, flags, logging  # noqa: E402
 
@@ -207,9 +209,10 @@ def train(args):
     if _flag("cpu-devices") is not None:
         distribute.split_cpu(_positive("cpu-devices", _flag("cpu-devices")))
     strategy = distribute.get_strategy(_flag("strategy"), _flag("devices"))
-    from tfladder.callbacks import CheckpointError
+    from tfladder.callbacks import CheckpointError, StopOnInterrupt
     try:
         result = training.train(name, workdir, data=_flag("data"), epochs=_flag("epochs"),
+                                callbacks=[StopOnInterrupt(INTERRUPTED)],
                                 strategy=strategy,
                                 batch_size=_flag("batch-size"), seed=seed,
                                 limit=_flag("limit"), deterministic=_flag("deterministic"),
@@ -372,8 +375,20 @@ def main(argv):
 _ALL_COMMAND_FLAGS = {flag for names in COMMAND_FLAGS.values() for flag in names}
 
 
+INTERRUPTED = threading.Event()
+
+
+def on_interrupt(signum, frame):
+    """SIGINT: remember it (`INTERRUPTED`, checked by `train` between batches,
+    so that it is not lost when the exception below lands in a finalizer),
+    then raise `KeyboardInterrupt` as Python's own handler does."""
+    INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
 def run():
     """Console-script entry point."""
+    signal.signal(signal.SIGINT, on_interrupt)
     try:
         app.run(main, flags_parser=parse_flags)
     except BrokenPipeError:   # e.g. `tfladder --help | head`: the reader left
