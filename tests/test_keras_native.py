@@ -76,6 +76,7 @@ def test_zoo_load_takes_constructor_overrides():
 
 
 # ---------------------------------------------------------- 2. fine-tuning
+@pytest.mark.slow   # a short fit of a zoo model; test_zoo checks the finished schedules
 def test_fine_tuning_keeps_beta_at_one_and_the_elbo(digits):
     train, _, test, _ = digits
     model = zoo.load("lvae_mnist")
@@ -97,6 +98,7 @@ def test_an_explicit_warm_up_restarts_the_schedule(digits):
 
 
 # ---------------------------------------------------- 3. feature extractor
+@pytest.mark.slow   # trains a classifier; the next test checks the extractor's outputs
 def test_feature_extractor_inside_a_functional_classifier(digits, tmp_path):
     train, train_labels, test, test_labels = digits
     features = zoo.load("lvae_mnist").feature_extractor(kind="mean")

@@ -50,6 +50,7 @@ def test_mixed_bfloat16_agrees_with_float32_on_the_same_weights(family, conv, po
     assert mixed.sample(2, seed=0).dtype == tf.float32
 
 
+@pytest.mark.slow   # two short trainings; agreement on the same weights stays in the default run
 def test_training_under_mixed_bfloat16_converges_like_float32(policy):
     x = (data.load_arrays("mnist_offline", "train") > 0.5).astype(np.float32)
     test = (data.load_arrays("mnist_offline", "test") > 0.5).astype(np.float32)

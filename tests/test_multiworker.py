@@ -54,12 +54,16 @@ def cluster_train(tmp_path_factory):
     return _run_cluster(tmp_path_factory.mktemp("multiworker_train"), "train")
 
 
+# The `fit` cluster (plain Keras fit under MultiWorkerMirroredStrategy): slow; the
+# `train` cluster below checks the same agreement in the default run.
+@pytest.mark.slow
 def test_workers_end_with_identical_weights(cluster_run):
     first, second = (np.load(cluster_run / f"weights_{i}.npz") for i in range(2))
     for key in first.files:
         np.testing.assert_array_equal(first[key], second[key])
 
 
+@pytest.mark.slow
 def test_loss_curve_matches_single_device(cluster_run):
     keras.utils.set_random_seed(0)
     x = (np.random.RandomState(0).rand(64, 28, 28, 1) > 0.5).astype("float32")
@@ -73,6 +77,7 @@ def test_loss_curve_matches_single_device(cluster_run):
         assert history["kl_1"] == pytest.approx(single["kl_1"], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_chief_checkpoint_restores_in_one_process(cluster_run):
     model = small_model("lvae")
     model.load_weights(str(cluster_run / "chief.weights.h5"))
