@@ -12,8 +12,8 @@ imports tfladder from its checkout (`PYTHONPATH`), builds the variant with
 (`model.compile(keras.optimizers.Adam(1e-3))`, that checkout's defaults) under
 the arm's Keras dtype policy, and warms up. The workers then train in
 alternating windows of `--steps` steps (the starting arm rotates every round),
-each on its own persistent stream of random 8-bit images (the step's cost does
-not depend on the pixel values); a window is timed inside its worker (wall
+each on its own persistent stream of random images (8-bit levels, or binary
+pixels for the binarized variants; the step's cost does not depend on them); a window is timed inside its worker (wall
 clock and the worker's own CPU time), so every arm meets the same background
 load and ratios are taken per round against the first arm's window.
 """
@@ -61,8 +61,11 @@ def worker(spec):
         return log_likelihood_worker(name)
     variant = zoo.get(name)
     batch = variant.recipe.batch_size
-    images = (np.random.RandomState(0).randint(
-        0, 256, size=(batch * 8,) + tuple(variant.model["image_shape"])) / 255.0)
+    shape = (batch * 8,) + tuple(variant.model["image_shape"])
+    rng = np.random.RandomState(0)
+    # Binary pixels for the binarized (Bernoulli) variants, 8-bit levels otherwise.
+    images = ((rng.rand(*shape) > 0.5) if variant.data.binarize
+              else rng.randint(0, 256, size=shape) / 255.0)
     data = iter(tf.data.Dataset.from_tensor_slices(images.astype("float32"))
                 .batch(batch, drop_remainder=True).repeat().prefetch(2))
     model = zoo.build(name, seed=0)
