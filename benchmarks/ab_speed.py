@@ -50,10 +50,8 @@ def worker(spec):
     """Builds and warms up the model, then times one window per line read on stdin."""
     import keras
     import numpy as np
-    import tensorflow as tf
 
-    import tfladder
-    from tfladder import zoo
+    from tfladder import benchmarking, zoo
 
     name, policy = spec.split(":")
     keras.config.set_dtype_policy(policy)
@@ -66,8 +64,7 @@ def worker(spec):
     # Binary pixels for the binarized (Bernoulli) variants, 8-bit levels otherwise.
     images = ((rng.rand(*shape) > 0.5) if variant.data.binarize
               else rng.randint(0, 256, size=shape) / 255.0)
-    data = iter(tf.data.Dataset.from_tensor_slices(images.astype("float32"))
-                .batch(batch, drop_remainder=True).repeat().prefetch(2))
+    data = iter(benchmarking.in_memory_batches(images.astype("float32"), batch))
     model = zoo.build(name, seed=0)
     model.compile(keras.optimizers.Adam(1e-3))
     model.make_train_function()
@@ -80,14 +77,20 @@ def worker(spec):
         int(model.optimizer.iterations.numpy())           # waits for the last step
 
     run(max(1, FLAGS.warmup // per_call))
-    print(json.dumps({"ready": True, "steps_per_execution": per_call,
+    serve(lambda window: run(calls), calls * per_call * batch, per_call)
+
+
+def serve(run_window, work, steps_per_execution):
+    """Says ready, then times `run_window(i)` once per "go" read on stdin and
+    replies with `work` per wall-clock and per CPU-second (JSON lines)."""
+    import tfladder
+    print(json.dumps({"ready": True, "steps_per_execution": steps_per_execution,
                       "tfladder": str(pathlib.Path(tfladder.__file__).parent)}), flush=True)
-    for line in sys.stdin:
+    for window, line in enumerate(sys.stdin, start=1):
         if line.strip() != "go":
             break
         wall, cpu = time.perf_counter(), time.process_time()
-        run(calls)
-        work = calls * per_call * batch
+        run_window(window)
         print(json.dumps({"wall": work / (time.perf_counter() - wall),
                           "cpu": work / max(time.process_time() - cpu, 1e-9)}), flush=True)
 
@@ -95,7 +98,6 @@ def worker(spec):
 def log_likelihood_worker(name):
     import numpy as np
 
-    import tfladder
     from tfladder import zoo
 
     model = zoo.load(name)
@@ -103,18 +105,8 @@ def log_likelihood_worker(name):
     x = (np.random.RandomState(0).rand(FLAGS.images, *shape) > 0.5).astype("float32")
     model.log_likelihood(x[:2], num_samples=FLAGS.num_samples)    # traces both shapes
     model.log_likelihood(x, num_samples=FLAGS.num_samples)
-    print(json.dumps({"ready": True, "steps_per_execution": 0,
-                      "tfladder": str(pathlib.Path(tfladder.__file__).parent)}), flush=True)
-    seed = 0
-    for line in sys.stdin:
-        if line.strip() != "go":
-            break
-        seed += 1
-        wall, cpu = time.perf_counter(), time.process_time()
-        model.log_likelihood(x, num_samples=FLAGS.num_samples, seed=seed)
-        work = FLAGS.images * FLAGS.num_samples
-        print(json.dumps({"wall": work / (time.perf_counter() - wall),
-                          "cpu": work / max(time.process_time() - cpu, 1e-9)}), flush=True)
+    serve(lambda window: model.log_likelihood(x, num_samples=FLAGS.num_samples, seed=window),
+          FLAGS.images * FLAGS.num_samples, 0)
 
 
 def start(arm, variant):
