@@ -26,7 +26,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from tfladder import cli, data, figures, zoo
+from tfladder import cli, data, evaluation, figures, zoo
 from tfladder.zoo import artifacts
 from tests.helpers import main_in_process
 
@@ -162,6 +162,14 @@ def test_train_on_npz(tmp_path):
     assert "2/2" in process.stdout
     assert history_epochs(workdir) == [0]
     assert zoo.load(model_dir).latent_dims == [64]
+    # Evaluated on the same file (same sha256): the dataset is named as in training;
+    # on another file, only the file is known.
+    result = evaluation.evaluate_variant(model_dir, data=str(npz), num_samples=0)
+    assert (result["data"], result["data_file"]) == ("mnist", "digits.npz")
+    other = tmp_path / "other.npz"
+    np.savez(other, x_train=to_uint8(grey), x_test=to_uint8(test[::-1]))
+    result = evaluation.evaluate_variant(model_dir, data=str(other), num_samples=0)
+    assert (result["data"], result["data_file"]) == ("other.npz", "other.npz")
 
 
 def test_killed_training_resumes(tmp_path):

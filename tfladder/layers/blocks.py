@@ -211,6 +211,63 @@ class ImageHead(keras.layers.Layer):
 
 
 @register
+class LikelihoodHead(keras.layers.Layer):
+    """Maps decoder features and the decoder's location maps to extra likelihood maps.
+
+    `[features, loc] -> [B, H, W, out_channels]`: features at the image
+    resolution or half of it (then upsampled by a stride-2 4x4 transposed
+    convolution), concatenated with the location maps `loc [B, H, W, C]`, a
+    3x3 convolution with ReLU and a 3x3 output convolution initialised to
+    zero, so that a fresh head leaves the likelihood as it was (e.g. the
+    per-pixel log-scale offsets and channel couplings of
+    `DiscretizedLogisticObservation` start at 0).
+
+    Args:
+      image_shape: `(H, W, C)` of the images.
+      out_channels: Number of output maps.
+      filters: Width of the hidden convolutions.
+    """
+
+    def __init__(self, image_shape, out_channels, filters=64, **kwargs):
+        super().__init__(**kwargs)
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.out_channels = int(out_channels)
+        self.filters = int(filters)
+        self.upsample = keras.layers.Conv2DTranspose(self.filters, 4, strides=2,
+                                                     padding="same", activation="relu")
+        self.hidden = keras.layers.Conv2D(self.filters, 3, padding="same", activation="relu")
+        self.out = keras.layers.Conv2D(self.out_channels, 3, padding="same",
+                                       kernel_initializer="zeros", bias_initializer="zeros")
+
+    def build(self, input_shape):
+        features_shape, loc_shape = input_shape
+        height, width = self.image_shape[:2]
+        if tuple(features_shape[1:3]) == (height // 2, width // 2):
+            self.upsample.build(features_shape)
+            features_channels = self.filters
+        elif tuple(features_shape[1:3]) == (height, width):
+            features_channels = int(features_shape[-1])
+        else:
+            raise ValueError(f"LikelihoodHead expects conv features at the image resolution "
+                             f"{(height, width)} or half of it, got {tuple(features_shape)}.")
+        self.hidden.build((None, height, width, features_channels + int(loc_shape[-1])))
+        self.out.build((None, height, width, self.filters))
+        self.built = True
+
+    def call(self, inputs):
+        features, loc = inputs
+        if features.shape[1] != self.image_shape[0]:
+            features = self.upsample(features)
+        hidden = self.hidden(keras.ops.concatenate([features, keras.ops.cast(
+            loc, features.dtype)], axis=-1))
+        return self.out(hidden)
+
+    def get_config(self):
+        return {**super().get_config(), "image_shape": list(self.image_shape),
+                "out_channels": self.out_channels, "filters": self.filters}
+
+
+@register
 class ImageEncoder(keras.layers.Layer):
     """`x [B, H, W, C] -> features [B, D]`: optional conv stack, flatten, MLP.
 

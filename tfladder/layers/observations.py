@@ -39,6 +39,10 @@ class Observation(keras.layers.Layer):
     def call(self, params):
         return self.distribution(params)
 
+    def extra_params(self, channels):
+        """Parameter maps beyond `params_per_channel * channels` (from a likelihood head)."""
+        return 0
+
     def in_support(self, x):
         return tf.logical_and(tf.reduce_all(x >= 0.0), tf.reduce_all(x <= 1.0))
 
@@ -207,31 +211,76 @@ class DiscretizedLogisticObservation(Observation):
     colour or light into per-pixel scales: the latents must explain it.
     See `DiscretizedLogisticMixture` (K = 1) for the bin probabilities.
 
+    Two optional refinements take further maps from a separate likelihood
+    head (`extra_params`; `tfladder.layers.blocks.LikelihoodHead`), which a
+    model can train after its means are in place (the VLAE's `"likelihood"`
+    training phase), so that they tighten the bound without moving the means:
+
+    ```none
+    pixel_scales:     log s_c(i) = log s_c + o_c(i)                 (o: C maps)
+    channel_coupling: loc_G(i) = mu_G(i) + a(i) (y_R(i) - mu_R(i))      (RGB only;
+                      loc_B(i) = mu_B(i) + b(i) (y_R(i) - mu_R(i))
+                                          + c(i) (y_G(i) - mu_G(i))      a, b, c = tanh(.))
+    ```
+
+    on the centred scale y = 2x - 1: p(x) = p(R) p(G | R) p(B | R, G), each a
+    discretised logistic, an exact probability of the 8-bit pixel. The
+    coupling is linear in the residuals of the channels before (as in
+    PixelCNN++, Salimans et al. 2017, section 2.1, which couples the values),
+    so the marginal location of every channel stays mu and `mean()` is the
+    decoder's mean with or without the refinements.
+
     Args:
       init_scale: Initial scale on [0, 1] pixels (the centred scale is twice it).
       min_log_scale: Floor of the log scale on the centred scale.
+      pixel_scales: Per-pixel offsets of the log scale (C extra maps).
+      channel_coupling: Linear coupling of G on R and of B on R and G
+        (3 extra maps; images with 3 channels only).
     """
 
     support = "8-bit values k / 255 in [0, 1] (uint8 images scaled to [0, 1])"
 
-    def __init__(self, init_scale=0.1, min_log_scale=-7.0, **kwargs):
+    def __init__(self, init_scale=0.1, min_log_scale=-7.0, pixel_scales=False,
+                 channel_coupling=False, **kwargs):
         super().__init__(**{"dtype": "float32", **kwargs})  # float32 likelihood
         if not (isinstance(init_scale, (int, float)) and init_scale > 0):
             raise ValueError(f"init_scale must be a positive float, got {init_scale!r}.")
+        for name, value in (("pixel_scales", pixel_scales),
+                            ("channel_coupling", channel_coupling)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {value!r}.")
         self.init_scale = float(init_scale)
         self.min_log_scale = float(min_log_scale)
+        self.pixel_scales = bool(pixel_scales)
+        self.channel_coupling = bool(channel_coupling)
+
+    def extra_params(self, channels):
+        """Maps the likelihood head adds to the `channels` location maps."""
+        if self.channel_coupling and channels != 3:
+            raise ValueError(f"channel_coupling needs RGB images (3 channels), got {channels}.")
+        return channels * self.pixel_scales + 3 * self.channel_coupling
+
+    def _channels(self, params_channels):
+        # params = [loc (C) | offsets (C if pixel_scales) | coupling (3 if channel_coupling)]
+        rest = params_channels - 3 * self.channel_coupling
+        return rest // 2 if self.pixel_scales else rest
 
     def build(self, input_shape):
+        channels = self._channels(int(input_shape[-1]))
         self.log_scale = self.add_weight(
-            name="log_scale", shape=(int(input_shape[-1]),),
+            name="log_scale", shape=(channels,),
             initializer=keras.initializers.Constant(math.log(2.0 * self.init_scale)))
         self.built = True
 
     def distribution(self, params):
-        loc = params[..., None]
+        channels = self._channels(int(params.shape[-1]))
+        loc = params[..., :channels, None]
         log_scale = tf.maximum(tf.cast(self.log_scale, params.dtype), self.min_log_scale)
         log_scale = tf.zeros_like(loc) + log_scale[:, None]
-        return DiscretizedLogisticMixture(tf.zeros_like(loc), loc, log_scale)
+        if self.pixel_scales:
+            log_scale = log_scale + params[..., channels:2 * channels, None]
+        coupling = tf.tanh(params[..., -3:]) if self.channel_coupling else None
+        return DiscretizedLogisticMixture(tf.zeros_like(loc), loc, log_scale, coupling=coupling)
 
     def in_support(self, x):
         on_grid = tf.reduce_all(tf.abs(tf.round(x * 255.0) - x * 255.0) < 1e-3)
@@ -239,7 +288,8 @@ class DiscretizedLogisticObservation(Observation):
 
     def get_config(self):
         return {**super().get_config(), "init_scale": self.init_scale,
-                "min_log_scale": self.min_log_scale}
+                "min_log_scale": self.min_log_scale, "pixel_scales": self.pixel_scales,
+                "channel_coupling": self.channel_coupling}
 
 
 class DiscretizedLogisticMixture:
@@ -258,16 +308,35 @@ class DiscretizedLogisticMixture:
     with the edge bins absorbing the tails (k = 0 takes everything below,
     k = 255 everything above), so the 256 probabilities sum to one.
 
+    Optional `coupling` `[B, H, W, 3]` (RGB, K = 1; coefficients a, b, c)
+    conditions the channels of a pixel on the residuals of the ones before:
+    loc_G += a (y_R - loc_R), loc_B += b (y_R - loc_R) + c (y_G - loc_G), so
+    P(pixel) = P(R) P(G | R) P(B | R, G) (`DiscretizedLogisticObservation`).
+
     Shapes: `logits`, `loc`, `log_scale` are `[B, H, W, C, K]`; `log_prob`
     returns `[B]`, `mean` and `sample` return `[B, H, W, C]` in [0, 1].
     """
 
     MIN_LOG_SCALE = -7.0
 
-    def __init__(self, logits, loc, log_scale):
+    def __init__(self, logits, loc, log_scale, coupling=None):
+        if coupling is not None and (loc.shape[-1] != 1 or loc.shape[-2] != 3):
+            raise ValueError("coupling needs one component (K = 1) and 3 channels, got loc "
+                             f"of shape {loc.shape}.")
         self.logits = logits
         self.loc = loc
         self.log_scale = tf.maximum(log_scale, self.MIN_LOG_SCALE)
+        self.coupling = coupling
+
+    def _coupled_loc(self, y):
+        """The locations given the channels before (`y`: centred values, [B, H, W, 3, 1])."""
+        if self.coupling is None:
+            return self.loc
+        residual = (y - self.loc)[..., 0]                    # [B, H, W, 3]
+        a, b, c = tf.unstack(self.coupling, axis=-1)
+        shift = tf.stack([tf.zeros_like(a), a * residual[..., 0],
+                          b * residual[..., 0] + c * residual[..., 1]], axis=-1)
+        return self.loc + shift[..., None]
 
     def _log_prob_per_channel(self, x):
         # With a = (y + 1/255 - loc) / s and b = (y - 1/255 - loc) / s, the
@@ -280,7 +349,7 @@ class DiscretizedLogisticMixture:
         # difference of two sigmoids that underflows).
         y = 2.0 * x[..., None] - 1.0                      # [B, H, W, C, 1]
         inv_scale = tf.exp(-self.log_scale)
-        centred = y - self.loc
+        centred = y - self._coupled_loc(y)
         a = inv_scale * (centred + 1.0 / 255.0)
         b = inv_scale * (centred - 1.0 / 255.0)
         below_top = tf.cast(y < 0.999, a.dtype)          # k < 255: the upper edge counts
@@ -301,6 +370,8 @@ class DiscretizedLogisticMixture:
 
     def sample(self, seed):
         """One sample `[B, H, W, C]` in {0, 1/255, ..., 1}; `seed` is a `[2]` int tensor."""
+        if self.coupling is not None:
+            return self._sample_coupled(seed)
         seed_component, seed_noise = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         gumbel = -tf.math.log(-tf.math.log(tf.random.stateless_uniform(
             tf.shape(self.logits), seed_component, minval=1e-5, maxval=1.0 - 1e-5)))
@@ -312,6 +383,24 @@ class DiscretizedLogisticMixture:
         y = loc + tf.exp(log_scale) * (tf.math.log(u) - tf.math.log1p(-u))
         x = (tf.clip_by_value(y, -1.0, 1.0) + 1.0) / 2.0
         return tf.round(x * 255.0) / 255.0
+
+
+    def _sample_coupled(self, seed):
+        """R, then G given R, then B given R and G (one component)."""
+        u = tf.random.stateless_uniform(tf.shape(self.loc[..., 0]), seed,
+                                        minval=1e-5, maxval=1.0 - 1e-5)
+        noise = tf.exp(self.log_scale[..., 0]) * (tf.math.log(u) - tf.math.log1p(-u))
+        loc = self.loc[..., 0]
+        a, b, c = tf.unstack(self.coupling, axis=-1)
+
+        def draw(value):    # the 8-bit value on the centred scale
+            return tf.round((tf.clip_by_value(value, -1.0, 1.0) + 1.0) * 127.5) / 127.5 - 1.0
+
+        red = draw(loc[..., 0] + noise[..., 0])
+        green = draw(loc[..., 1] + a * (red - loc[..., 0]) + noise[..., 1])
+        blue = draw(loc[..., 2] + b * (red - loc[..., 0]) + c * (green - loc[..., 1])
+                    + noise[..., 2])
+        return (tf.stack([red, green, blue], axis=-1) + 1.0) / 2.0
 
 
 OBSERVATIONS = {

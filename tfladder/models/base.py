@@ -90,6 +90,8 @@ class HierarchicalModel(KerasAPI, keras.Model):
         evaluation; a random one is chosen (and saved in the config) if None.
     """
 
+    supports_likelihood_head = False   # families that build the head for `extra_params`
+
     def __init__(self, image_shape, latent_dims, observation="bernoulli",
                  kl_warmup_steps=0, free_bits=0.0, num_importance_samples=1,
                  seed=None, **kwargs):
@@ -107,6 +109,11 @@ class HierarchicalModel(KerasAPI, keras.Model):
         self.xla_optimizer_update = True    # set by `compile`
         self.observation = get_observation(self.observation_spec)
         self.params_per_channel = self.observation.params_per_channel
+        self.extra_params = self.observation.extra_params(self.image_shape[-1])
+        if self.extra_params and not self.supports_likelihood_head:
+            raise ValueError(f"observation {self.observation_spec!r} needs a likelihood head "
+                             f"(pixel_scales / channel_coupling), which {type(self).__name__} "
+                             "does not have; use it with VariationalLadderAutoencoder.")
         self._trackers = {name: keras.metrics.Mean(name=name) for name in self.metric_names}
         # Count (not average) of updates skipped in the epoch for a non-finite loss or gradient.
         self._trackers["skipped_updates"] = keras.metrics.Sum(name="skipped_updates")

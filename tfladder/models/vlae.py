@@ -40,11 +40,21 @@ while z_L passes through the whole decoder. The flat prior is unchanged.
 constant (`SpatialGenerativeRung(broadcast=True)`): those layers can only
 modulate the decoder's features everywhere at once (global factors such as
 colour and light), not paint a spatial pattern.
+
+Two-phase training (spatial generator). An observation with a likelihood
+head (`DiscretizedLogisticObservation(pixel_scales=True,
+channel_coupling=True)`) adds per-pixel scales and a coupling of the colour
+channels to the decoder's means. Trained jointly from the start, a flexible
+likelihood explains colour and light that the latents should carry; so the
+head stays at zero (the plain per-channel likelihood) while the hierarchy
+forms (`set_training_phase("hierarchy")`), and afterwards trains with the
+generator frozen (`"likelihood"`): the bound tightens, the means p(x | z)
+and so the features each layer controls do not change.
 """
 import tensorflow as tf
 
 from tfladder import gaussian
-from tfladder.layers.blocks import ImageDecoder, ImageHead
+from tfladder.layers.blocks import ImageDecoder, ImageHead, LikelihoodHead
 from tfladder.layers.ladder import GenerativeRung, InferenceRung, SpatialGenerativeRung
 from tfladder.models.base import (HierarchicalModel, InferencePass, LayerTerms, check_noise,
                                   check_non_negative_int, draw, layer_seeds, per_layer,
@@ -98,6 +108,8 @@ class VariationalLadderAutoencoder(HierarchicalModel):
     Zhao, Song & Ermon, "Learning Hierarchical Features from Generative
     Models", ICML 2017, section 4 and Figures 5-7.
     """
+
+    supports_likelihood_head = True
 
     def __init__(self, image_shape, latent_dims, hidden_units=1024, conv_filters=None,
                  num_hidden_layers=2, activation="leaky_relu", generative_activation="relu",
@@ -159,11 +171,19 @@ class VariationalLadderAutoencoder(HierarchicalModel):
                     self.latent_dims[l], self.hidden_units[l],
                     num_layers=self.num_hidden_layers, activation=generative_activation,
                     batch_norm=self.batch_norm, name=f"generative_{l + 1}"))
+        if self.extra_params and self.generator != "spatial":
+            raise ValueError(f"observation {self.observation_spec!r} (pixel_scales / "
+                             "channel_coupling) needs generator='spatial'.")
+        self.likelihood_head = None
         if self.generator == "spatial":
             # The bottom rung ends at half the image resolution; the head's
             # stride-2 transposed convolution produces the likelihood parameters.
             self.image_decoder = ImageHead(self.image_shape, self.params_per_channel,
                                            name="f_0")
+            if self.extra_params:
+                self.likelihood_head = LikelihoodHead(self.image_shape, self.extra_params,
+                                                      name="likelihood_head")
+                self.likelihood_head.trainable = False    # phase "hierarchy" first
         else:
             # f_0: z~_1 -> likelihood parameters, mirroring every conv stage of the
             # inference path.
@@ -242,7 +262,35 @@ class VariationalLadderAutoencoder(HierarchicalModel):
         for l in reversed(range(self.num_layers)):
             rung_input = z[l] if h is None else [h, z[l]]
             h = self.generative_rungs[l](rung_input, training=training)
-        return self.observation(self.image_decoder(h, training=training))
+        params = self.image_decoder(h, training=training)
+        if self.likelihood_head is not None:
+            params = tf.concat([params, tf.cast(self.likelihood_head(
+                [h, params], training=training), params.dtype)], axis=-1)
+        return self.observation(params)
+
+    TRAINING_PHASES = ("hierarchy", "likelihood")
+
+    def set_training_phase(self, phase):
+        """Chooses which weights train (module docstring, two-phase training).
+
+        `"hierarchy"` (default): everything but the likelihood head, which
+        stays at its initial zero output (the plain per-channel likelihood).
+        `"likelihood"`: the likelihood head, the observation's scales and the
+        inference rungs; the generator (rungs and f_0, so the likelihood's
+        means) is frozen. Recompile after a change (the optimizer tracks the
+        trainable variables).
+        """
+        if phase not in self.TRAINING_PHASES:
+            raise ValueError(f"phase must be one of {self.TRAINING_PHASES}, got {phase!r}.")
+        refine = phase == "likelihood"
+        if refine and self.likelihood_head is None:
+            raise ValueError("phase 'likelihood' needs an observation with a likelihood head "
+                             "(pixel_scales or channel_coupling).")
+        for rung in self.generative_rungs:
+            rung.trainable = not refine
+        self.image_decoder.trainable = not refine
+        if self.likelihood_head is not None:
+            self.likelihood_head.trainable = refine
 
     def generate(self, noise, training=False):
         """The prior is N(0, I) on every layer, so z = noise."""

@@ -64,7 +64,10 @@ def card_markdown(config, metrics, figures=(), description=None):
         f"`{data.get('binarize')}` (pixels scaled to [0, 1]).",
         f"- Recipe: {recipe.get('epochs')} epochs, batch {recipe.get('batch_size')}, Adam "
         f"{recipe.get('learning_rate')}, KL warm-up over {recipe.get('warmup_epochs')} epochs, "
-        f"seed {recipe.get('seed')}.",
+        f"seed {recipe.get('seed')}"
+        + (f"; then {recipe['likelihood_epochs']} epochs of the likelihood head with the "
+           "generator frozen (two-phase training)" if recipe.get("likelihood_epochs") else "")
+        + ".",
         f"- Wall time: {metrics.get('train_seconds_total')} s of training"
         + (f" on {metrics['machine']}" if metrics.get("machine") else "")
         + " (summed over resumed sessions).",
