@@ -7,13 +7,15 @@ Stated tolerances:
 - the same short training run (5 epochs, 4,000 digits): held-out ELBO within
   0.5 nats of float32.
 """
+import shutil
+
 import numpy as np
 import keras
 import pytest
 import tensorflow as tf
 
 import tfladder
-from tfladder import data, training, zoo
+from tfladder import data, evaluation, training, zoo
 from tests.helpers import SMALL_CONFIGS, small_model
 
 
@@ -107,3 +109,19 @@ def test_train_precision_is_recorded_and_checked_on_resume(tmp_path):
     with pytest.raises(ValueError, match="precision must be one of"):
         training.train("vae_mnist", tmp_path / "other", data="mnist_offline",
                        precision="bfloat16")
+    # The same folder evaluated under both policies: the same numbers within the
+    # stated tolerance; the policy is recorded, the card says it, and restored after.
+    folder = tmp_path / "copy"
+    shutil.copytree(result.folder, folder)
+    results = {name: evaluation.evaluate_variant(folder, data="mnist_offline", limit=64,
+                                                 num_samples=8, precision=name,
+                                                 record=name != "float32")
+               for name in ("float32", "mixed_bfloat16")}
+    assert keras.config.dtype_policy().name == "float32"
+    assert [r["precision"] for r in results.values()] == ["float32", "mixed_bfloat16"]
+    for key in ("elbo", "log_likelihood"):
+        np.testing.assert_allclose(results["mixed_bfloat16"][key], results["float32"][key],
+                                   rtol=1e-3)
+    assert "computed under `mixed_bfloat16`" in (folder / "README.md").read_text()
+    with pytest.raises(ValueError, match="precision must be one of"):
+        evaluation.evaluate_variant(folder, num_samples=0, precision="bf16")

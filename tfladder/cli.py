@@ -42,7 +42,7 @@ flags.DEFINE_string("data-dir", None, "A folder of local copies <dataset>.npz (d
 flags.DEFINE_string("archive", None, "fetch: a downloaded archive to install instead of "
                     "downloading it.")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
-                  "train: Keras dtype policy (mixed_bfloat16: CPUs with AVX-512 BF16 / AMX, "
+                  "train, evaluate: Keras dtype policy (mixed_bfloat16: CPUs with AVX-512 BF16 / AMX, "
                   "TPUs; mixed_float16: GPUs). Latents, KL, likelihood and ELBO stay float32.")
 flags.DEFINE_bool("json", False, "evaluate: print the result as JSON.")
 flags.DEFINE_string("split", "test", "Split to evaluate.")
@@ -74,7 +74,8 @@ COMMAND_FLAGS = {
     "list": [],
     "train": ["data", "data-dir", "epochs", "batch-size", "seed", "limit", "workdir", "strategy", "devices",
               "cpu-devices", "deterministic", "jit-compile", "precision"],
-    "evaluate": ["data", "data-dir", "split", "num-samples", "limit", "update-card", "json"],
+    "evaluate": ["data", "data-dir", "split", "num-samples", "limit", "update-card", "json",
+                 "precision"],
     "sample": ["out", "num", "seed"],
     "traverse": ["out", "seed"],
     "export": ["out"],
@@ -239,7 +240,7 @@ def evaluate(args):
         name, data=_flag("data"), split=_flag("split"), num_samples=num_samples,
         limit=_flag("limit"), record=_flag("update-card"), data_dir=_flag("data-dir"),
         command=training_portable("tfladder " + " ".join(sys.argv[1:])),
-        progress=not _flag("json") and sys.stdout.isatty())
+        progress=not _flag("json") and sys.stdout.isatty(), precision=_flag("precision"))
     if _flag("json"):
         print(json.dumps({k: v for k, v in result.items() if k != "active_unit_variance"},
                          indent=2))

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfladder import zoo
+from tfladder.precision import check_precision, dtype_policy
 from tfladder.zoo import artifacts
 from tfladder import data as data_lib
 
@@ -178,7 +179,8 @@ def binarize_for_evaluation(images, mode, seed=0):
 
 
 def evaluate_variant(name_or_folder, data=None, split="test", num_samples=5000, limit=None,
-                     record=False, command=None, log=None, data_dir=None, progress=False):
+                     record=False, command=None, log=None, data_dir=None, progress=False,
+                     precision="float32"):
     """Loads a trained variant (verified), measures it on a data split and,
     with `record=True`, stores the result in its card.
 
@@ -195,9 +197,13 @@ def evaluate_variant(name_or_folder, data=None, split="test", num_samples=5000, 
       command: How the evaluation was launched, recorded with the numbers.
       data_dir: Folder of local copies `<dataset>.npz` (see `tfladder.data`).
       progress: Show a progress bar over the images of L_K.
+      precision: The Keras dtype policy the model computes under
+        (`tfladder.precision`; the likelihood, KL terms and L_K stay float32).
+        Recorded in the result (and the card) as `precision`.
 
     Returns:
-      The dict of `evaluate`, plus `data`, `split`, `preprocessing`, `command`.
+      The dict of `evaluate`, plus `data`, `split`, `preprocessing`, `command`,
+      `precision`.
 
     Raises:
       ValueError: bad arguments, images of the wrong shape, a tampered
@@ -212,8 +218,10 @@ def evaluate_variant(name_or_folder, data=None, split="test", num_samples=5000, 
         raise ValueError(f"{name_or_folder!r} is a zoo name: its card belongs to the installed "
                          f"package. Copy the variant folder first (`cp -r {folder} "
                          f"my_{folder.name}`) and evaluate the copy.")
+    check_precision(precision)
     digests = artifacts.verify(folder)
-    model = zoo.load(folder, verify=False)
+    with dtype_policy(precision):
+        model = zoo.load(folder, verify=False)
     config = artifacts.read_config(folder)
     spec = config.get("data") or {"source": "mnist_offline", "binarize": None}
     source = data or spec["source"]
@@ -236,6 +244,7 @@ def evaluate_variant(name_or_folder, data=None, split="test", num_samples=5000, 
         else:
             source = spec["source"]
     result.update({"data": str(source), "split": split, "preprocessing": preprocessing,
+                   "precision": precision,
                    "command": command or f"tfladder.evaluation.evaluate_variant("
                                          f"{str(name_or_folder)!r}, num_samples={num_samples})"})
     if record:

@@ -46,6 +46,7 @@ from tfladder import distribute, zoo
 from tfladder.callbacks import EpochCheckpoint, ImageSummaries, StopOnRepeatedSkips, WallTime
 from tfladder.checks import check_positive_int
 from tfladder.fileio import write_text_atomically
+from tfladder.precision import check_precision, dtype_policy
 from tfladder.models import FAMILIES
 from tfladder.zoo import artifacts
 
@@ -55,24 +56,6 @@ BACKUP_DIR = "backup"
 DONE = "TRAINING_COMPLETE"
 MANIFEST = "run.json"
 LOCK = ".lock"
-
-
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-
-
-class _dtype_policy:
-    """Sets Keras' global dtype policy for the duration of a `with` block."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def __enter__(self):
-        self.previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.name)
-
-    def __exit__(self, *exc):
-        keras.config.set_dtype_policy(self.previous)
-        return False
 
 
 class WorkdirBusy(RuntimeError):
@@ -191,10 +174,9 @@ def train(variant, workdir, *, data=None, epochs=None, batch_size=None, seed=Non
     multi_worker = distribute.is_multi_worker(strategy)
     steps_per_execution = _steps_per_execution(steps_per_execution, steps_per_epoch,
                                                multi_worker)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    check_precision(precision)
     manifest = {**run_manifest(variant, recorded, recipe, limit), "precision": precision}
-    with _workdir_lock(workdir, chief), _dtype_policy(precision):
+    with _workdir_lock(workdir, chief), dtype_policy(precision):
         return _train_locked(variant, workdir, folder, spec, recorded, recipe, manifest, data,
                              limit, steps_per_epoch, multi_worker, strategy, chief, verbose,
                              command, deterministic, callbacks, steps_per_execution,

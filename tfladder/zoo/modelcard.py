@@ -96,8 +96,10 @@ def card_markdown(config, metrics, figures=(), description=None):
         lines += ["", f"Evaluation on `{result.get('data')}`"
                   f"{_local_copy(result.get('data_file'), result.get('data_sha256'))} "
                   f"split `{split}`, "
-                  f"{result['num_images']} images, {result.get('preprocessing', '')}: "
-                  f"`{result['command']}`"]
+                  f"{result['num_images']} images, {result.get('preprocessing', '')}"
+                  + (f", computed under `{result['precision']}`"
+                     if result.get("precision", "float32") != "float32" else "")
+                  + f": `{result['command']}`"]
     for split, result in sorted(metrics.get("evaluations", {}).items()):
         lines += ["", f"### KL and active units per layer ({split})", "",
                   "| layer | dim | KL (nats) | active units |", "| --- | --- | --- | --- |"]
