@@ -2,7 +2,10 @@
 
 python benchmarks/depth.py [--families hvae,lvae,topdown] [--depths 1,2,3,4,5]
     [--epochs 10] [--num_samples 1000] [--eval_images 500] [--ablation_depths 5]
-    [--dataset mnist|binarized_mnist|omniglot] [--workdir /tmp/tfladder_depth]
+    [--dataset mnist|binarized_mnist|omniglot] [--data FILE.npz] [--workdir /tmp/tfladder_depth]
+
+Data: a dataset's local copy `<dataset>.npz` in `$TFLADDER_DATA_DIR` (as for
+`tfladder train`), or the file given by `--data`.
 
 Depth d uses the first d layers of the LVAE paper's MNIST model (latents
 64-32-16-8-4, MLPs 512/256/128/64/32, leaky ReLU, batch norm, KL warm-up over
@@ -18,9 +21,9 @@ for `mnist`): ELBO, L_K, KL per layer and active units (Cov_x E_q[z_u] > 0.01).
 
 Writes benchmarks/results/<stem>.md and PNGs (L_K by depth, KL per unit over
 training for the deepest HVAE and LVAE, KL per layer). `binarized_mnist` is
-the fixed-binarization benchmark set (`../shared/data/binarized_mnist.npz`,
-50,000 train / 10,000 test); `omniglot` is `../shared/data/omniglot28.npz`
-(Lake's background alphabets for training, the 20 unseen evaluation alphabets
+the fixed-binarization benchmark set (`binarized_mnist.npz`, 50,000 train /
+10,000 test); `omniglot` is Lake's split (e.g. `--data omniglot28.npz`:
+Lake's background alphabets for training, the 20 unseen evaluation alphabets
 for testing, dynamically binarized), with the same model sizes as MNIST (as
 the LVAE paper's Table 2). Needs matplotlib.
 """
@@ -46,6 +49,8 @@ flags.DEFINE_list("ablation_depths", [], "Depths at which every family is also t
                   "without batch norm and warm-up (the paper's Table 1 columns).")
 flags.DEFINE_enum("dataset", "mnist", ["mnist", "binarized_mnist", "omniglot"],
                   "Training data.")
+flags.DEFINE_string("data", None, "A local .npz of --dataset (e.g. omniglot28.npz); default: "
+                    "its copy <dataset>.npz in $TFLADDER_DATA_DIR, else TFDS.")
 flags.DEFINE_string("workdir", "/tmp/tfladder_depth", "Checkpoints of every run.")
 flags.DEFINE_bool("topdown_kl_balancing", False, "Top-down runs: NVAE's KL balancing during "
                   "warm-up (as topdown_mnist); their deltas always see the top-down state.")
@@ -53,10 +58,10 @@ flags.DEFINE_string("out", None, "Output stem (default benchmarks/results/depth_
 
 LATENTS = [64, 32, 16, 8, 4]
 HIDDEN = [512, 256, 128, 64, 32]
-DATASETS = {
+DATASETS = {   # names, never places: local copies come from --data or $TFLADDER_DATA_DIR
     "mnist": zoo.DataSpec(zoo.MNIST, binarize="dynamic"),
-    "binarized_mnist": zoo.DataSpec("../shared/data/binarized_mnist.npz"),
-    "omniglot": zoo.DataSpec("../shared/data/omniglot28.npz", binarize="dynamic"),
+    "binarized_mnist": zoo.DataSpec("binarized_mnist"),
+    "omniglot": zoo.DataSpec(zoo.OMNIGLOT, binarize="dynamic"),
 }
 PAPER = ("LVAE paper (Sønderby et al. 2016), dynamically binarized MNIST, 2000 epochs with "
          "batch norm and warm-up: the 5-layer LVAE reaches ELBO -85.23 and L_5000 -82.12 "
@@ -220,6 +225,8 @@ def figures(results, root, stem):
 
 def main(argv):
     spec = DATASETS[FLAGS.dataset]
+    if FLAGS.data:
+        spec = dataclasses.replace(spec, source=FLAGS.data)
     stem = pathlib.Path(FLAGS.out or f"benchmarks/results/depth_{FLAGS.dataset}")
     stem.parent.mkdir(parents=True, exist_ok=True)
     root = pathlib.Path(FLAGS.workdir) / FLAGS.dataset
@@ -242,7 +249,7 @@ def main(argv):
         f"# Test bound by depth on {FLAGS.dataset}", "",
         f"Command: `{command.strip()}`", "",
         f"Every run: {FLAGS.epochs} epochs, batch 256, Adam 1e-3, seed 0, "
-        f"{spec.source} ({spec.train_split} split"
+        f"{FLAGS.dataset} ({spec.train_split} split"
         + (", dynamically binarized" if spec.binarize == "dynamic" else "") + "). "
         f"Evaluated on the first {len(images)} {spec.test_split} images ({preprocessing}); "
         f"L_{k} = importance-weighted bound with K = {k}. AU = active units "

@@ -4,7 +4,7 @@ python benchmarks/fixed_binarization.py [--variants lvae_mnist,hvae_mnist,vae_mn
     [--num_samples 1000] [--limit 1000] [--finetune_epochs 0] [--out ...]
 
 The standard fixed binarization of MNIST (Larochelle & Murray 2011;
-`../shared/data/binarized_mnist.npz`, test split = one Bernoulli draw of each
+`binarized_mnist` (its local copy `binarized_mnist.npz`), test split = one Bernoulli draw of each
 MNIST test digit) is scored by the shipped zoo models, which were trained on
 the dynamically binarized MNIST training digits (no overlap with the test
 digits). With `--finetune_epochs E` each model is first fine-tuned on the
@@ -30,7 +30,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("variants", ["lvae_mnist", "hvae_mnist", "vae_mnist"], "Shipped variants.")
 flags.DEFINE_integer("num_samples", 1000, "K of the importance-weighted bound L_K.")
 flags.DEFINE_integer("limit", 1000, "Evaluate the first N test images (0: all 10,000).")
-flags.DEFINE_string("data", "../shared/data/binarized_mnist.npz", "The fixed-binarization set.")
+flags.DEFINE_string("data", "binarized_mnist", "The fixed-binarization set: the data source "
+                    "name (its local copy binarized_mnist.npz in $TFLADDER_DATA_DIR) or a .npz.")
 flags.DEFINE_string("out", "benchmarks/results/fixed_binarization.md", "Markdown output.")
 flags.DEFINE_integer("finetune_epochs", 0, "Fine-tune on the training split for this many "
                      "epochs first, keeping the best validation epoch (0: shipped weights).")
