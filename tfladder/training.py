@@ -288,17 +288,7 @@ def _train_locked(variant, workdir, folder, spec, recorded, recipe, manifest, da
     if first_phase_data is not None:
         fit_history = fit(first_phase_data, initial_epoch, recipe.epochs)
     if recipe.likelihood_epochs and phase == "hierarchy" and not model.stop_training:
-        # Second phase: the generator is frozen, a fresh optimizer takes the
-        # likelihood head, scales and inference rungs. Its step count continues
-        # the first phase's, so the schedules keyed by it (warm-up, progressive
-        # fade-in) stay complete and the model's noise stays distinct per step.
-        step = int(model.optimizer.iterations)
-        with strategy.scope():
-            model.set_training_phase("likelihood")
-            model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate),
-                          steps_per_execution=steps_per_execution,
-                          jit_compile=bool(jit_compile))
-            model.optimizer.iterations.assign(step)
+        _start_likelihood_phase(model, recipe, strategy, steps_per_execution, jit_compile)
     if recipe.likelihood_epochs and initial_epoch < total_epochs and not model.stop_training:
         first_epoch = max(initial_epoch, recipe.epochs)
         second = fit(train_stream(first_epoch, total_epochs), first_epoch, total_epochs)
@@ -484,6 +474,19 @@ def _equivalent_command(name, data, recipe, limit, deterministic=False, jit_comp
     if jit_compile:
         parts.append("--jit-compile")
     return " ".join(parts)
+
+
+def _start_likelihood_phase(model, recipe, strategy, steps_per_execution, jit_compile):
+    """Second phase of a two-phase recipe: the generator frozen, a fresh optimizer
+    for the likelihood head, scales and inference rungs. Its step count continues
+    the first phase's, so the schedules keyed by it (warm-up, progressive fade-in)
+    stay complete and the model's noise stays distinct per step."""
+    step = int(model.optimizer.iterations)
+    with strategy.scope():
+        model.set_training_phase("likelihood")
+        model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate),
+                      steps_per_execution=steps_per_execution, jit_compile=bool(jit_compile))
+        model.optimizer.iterations.assign(step)
 
 
 def _check_two_phases(model):
