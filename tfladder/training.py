@@ -27,6 +27,15 @@ model's own noise), and the training data come from
 `tfladder.data.load(..., epochs=..., first_epoch=...)`, whose epoch e depends
 only on (seed, e). With `deterministic=True`, the same call gives bit-identical
 weights and metrics in every process on the same machine and software.
+
+#### Two-phase recipes
+
+A recipe with `likelihood_epochs` (the colour VLAEs) trains `epochs` epochs
+with the likelihood head frozen at zero, then `likelihood_epochs` more with
+the generator frozen (`VariationalLadderAutoencoder.set_training_phase`) and
+a fresh optimizer whose step count continues the first phase's. The epochs
+are numbered through both phases (history, checkpoints, `metrics.json`); a
+checkpoint taken in either phase, or exactly between them, resumes.
 """
 import dataclasses
 import json
