@@ -23,9 +23,9 @@ from scipy import stats  # noqa: E402
 from tfladder import gaussian, layers  # noqa: E402
 from tfladder.layers import (MLP, BernoulliObservation, BinaryBernoulli, ConvStack, DeltaGaussian,  # noqa: E402
                              DiscretizedLogisticMixture, DiscretizedLogisticMixtureObservation,
-                             Flatten, GaussianObservation, GaussianStochastic, GenerativeRung,
-                             ImageDecoder, ImageEncoder, ImageHead, InferenceRung,
-                             PrecisionWeightedMerge)
+                             DiscretizedLogisticObservation, Flatten, GaussianObservation,
+                             GaussianStochastic, GenerativeRung, ImageDecoder, ImageEncoder,
+                             ImageHead, InferenceRung, LikelihoodHead, PrecisionWeightedMerge)
 
 tfd = tfp.distributions
 
@@ -133,6 +133,11 @@ CASES = [
          (_rand(30, 2, 4, 4, 3),), probe=_rand(31, 2, 4, 4, 3)),
     Case("logistic_mixture", lambda: DiscretizedLogisticMixtureObservation(num_components=2),
          (_rand(32, 2, 4, 4, 2 * 6),), probe=_grid_images(33, 2, 4, 4, 2)),
+    Case("discretized_logistic_refined",
+         lambda: DiscretizedLogisticObservation(pixel_scales=True, channel_coupling=True),
+         (_rand(34, 2, 4, 4, 9),), probe=_grid_images(35, 2, 4, 4, 3)),
+    Case("likelihood_head", lambda: LikelihoodHead((8, 8, 3), 6, filters=4),
+         ([_rand(36, 2, 4, 4, 5), _rand(37, 2, 8, 8, 3)],)),
 ]
 
 
