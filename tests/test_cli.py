@@ -33,7 +33,8 @@ from tests.helpers import main_in_process
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 VARIANTS = ["hvae_mnist", "lvae_mnist", "lvae_omniglot", "topdown_mnist", "vae_mnist", "vlae_celeba",
             "vlae_mnist", "vlae_svhn"]
-MODEL_FILES = ["config.json", "model.weights.h5", "saved_model/saved_model.pb", "metrics.json",
+WEIGHTS_DATA = "saved_model/variables/variables.data-00000-of-00001"
+MODEL_FILES = ["config.json", WEIGHTS_DATA, "saved_model/saved_model.pb", "metrics.json",
                "samples.png", "traversal.png", "SHA256SUMS"]
 TINY = ["--epochs", "1", "--batch-size", "100"]
 # Native TensorFlow / absl log lines that go to stderr before Python runs.
@@ -571,7 +572,7 @@ def test_num_samples_zero_skips_the_bound(folder, capsys):
 
 # ---------------------------------------------------- tampered variant folder
 def _flip_weights_byte(folder):
-    path = folder / "model.weights.h5"
+    path = folder / WEIGHTS_DATA
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     path.write_bytes(bytes(raw))
@@ -586,7 +587,7 @@ def _remove_checksums(folder):
 
 
 TAMPERING = {
-    "flipped_weights_byte": (_flip_weights_byte, ["Checksum mismatch", "model.weights.h5"]),
+    "flipped_weights_byte": (_flip_weights_byte, ["Checksum mismatch", "variables.data"]),
     "unlisted_file": (_add_unlisted_file, ["not covered by SHA256SUMS", "extra.py"]),
     "no_checksums": (_remove_checksums, ["no SHA256SUMS", "refusing to load"]),
 }

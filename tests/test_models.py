@@ -116,7 +116,10 @@ def test_vlae_progressive_training_cuts_faded_out_layers_from_the_decoder(x):
     assert np.max(np.abs(copy.generate(moved).mean() - copy.generate(noise).mean())) > 1e-4
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+# Two families in the default run (an MLP and a convolutional one, ~15-30 s each);
+# the rest with -m slow.
+@pytest.mark.parametrize("family", [
+    f if f in ("vae", "vlae") else pytest.param(f, marks=pytest.mark.slow) for f in FAMILIES])
 def test_keras_file_round_trip_is_exact(family, x, tmp_path):
     model = small_model(family)
     model.compile(keras.optimizers.Adam(1e-3))

@@ -69,6 +69,7 @@ def test_default_steps_per_execution_divides_the_epoch(steps, expected):
     assert training.default_steps_per_execution(steps) == expected
 
 
+@pytest.mark.slow   # ~70 s; test_keras_native covers the compiled multi-step default
 def test_several_steps_per_execution_train_the_same_weights(tmp_path):
     """One compiled call for 3 steps is the same training as 3 calls of one step."""
     tiny = dict(data="mnist_offline", batch_size=100, limit=300, seed=3, verbose=0, epochs=2)

@@ -28,6 +28,8 @@ from tests.helpers import main_in_process, small_model
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = dict(data="mnist_offline", epochs=1, batch_size=100, limit=300, verbose=0)
 
+WEIGHTS_DATA = "saved_model/variables/variables.data-00000-of-00001"
+
 
 # ----------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
@@ -96,9 +98,9 @@ def test_a_weights_file_replaced_during_the_evaluation_is_not_approved(copy_of, 
 
     def evaluate_while_tampering(*args, **kwargs):
         result = real(*args, **kwargs)
-        raw = bytearray((copy_of / "model.weights.h5").read_bytes())
+        raw = bytearray((copy_of / WEIGHTS_DATA).read_bytes())
         raw[len(raw) // 2] ^= 0xFF
-        (copy_of / "model.weights.h5").write_bytes(bytes(raw))
+        (copy_of / WEIGHTS_DATA).write_bytes(bytes(raw))
         return result
 
     monkeypatch.setattr(evaluation, "evaluate", evaluate_while_tampering)
@@ -145,7 +147,7 @@ def test_record_evaluation_swaps_a_verified_folder(copy_of):
     assert after == artifacts.verify(copy_of)
     assert json.loads((copy_of / "metrics.json").read_text())["evaluations"]["test"]["elbo"] \
         == -90.0
-    assert after["model.weights.h5"] == digests["model.weights.h5"]
+    assert after[WEIGHTS_DATA] == digests[WEIGHTS_DATA]
     assert [p.name for p in copy_of.parent.iterdir()] == ["model"]
 
 

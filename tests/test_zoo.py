@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 import tfladder
-from tfladder import data, evaluation, training, zoo
+from tfladder import data, evaluation, export, training, zoo
 from tfladder.zoo import artifacts
 from tfladder.zoo import modelcard
 from tfladder.models import FAMILIES, HierarchicalModel
+
+WEIGHTS_DATA = "saved_model/variables/variables.data-00000-of-00001"
 
 # name -> (family class, latent_dims, image_shape): the zoo as documented.
 EXPECTED = {
@@ -77,6 +79,7 @@ def load_calls(monkeypatch):
     monkeypatch.setattr(HierarchicalModel, "__init__", recording_init)
     monkeypatch.setattr(HierarchicalModel, "load_weights", recording_load_weights)
     monkeypatch.setattr(keras.Model, "load_weights", recording_load_weights)
+    monkeypatch.setattr(export, "restore_weights", recording_load_weights)
     for name, cls in FAMILIES.items():
         def recording_from_config(config, _name=name):
             calls.append(f"from_config:{_name}")
@@ -160,7 +163,8 @@ def test_unknown_name_without_close_match_lists_available():
 # ------------------------------------------------------------ trained folder
 def test_trained_folder_has_the_documented_files(trained):
     _, folder = trained
-    for name in ("config.json", "model.weights.h5", "metrics.json", "samples.png",
+    assert not (folder / "model.weights.h5").exists()     # the weights are stored once
+    for name in ("config.json", WEIGHTS_DATA, "metrics.json", "samples.png",
                  "traversal.png", "SHA256SUMS", "saved_model/saved_model.pb"):
         assert (folder / name).is_file(), name
     listed = {line.split(maxsplit=1)[1]
@@ -252,16 +256,54 @@ def test_card_shows_optional_figures_only_when_present():
     assert "benchmarks/learning_curves.py --write_to_artifacts" in with_curve
 
 
+
+def test_weights_are_stored_once_in_the_saved_model(trained):
+    result, folder = trained
+    weight_bytes = sum(w.numpy().nbytes for w in result.model.weights)
+    stored = (folder / WEIGHTS_DATA).stat().st_size
+    # The endpoints and the Keras weights collection share the variables:
+    # one copy of every value (plus the small name list).
+    assert weight_bytes <= stored < 1.05 * weight_bytes + 20_000, (stored, weight_bytes)
+    assert not [p for p in folder.rglob("*.h5")]
+
+
+def test_weights_that_do_not_fit_the_model_are_a_clear_error(copy_of):
+    with pytest.raises(ValueError, match=r"do not fit this model.*first difference at weight"):
+        zoo.load(copy_of, latent_dims=[32])
+
+
+def test_a_folder_of_an_earlier_version_loads_its_h5_weights(copy_of, test_images):
+    # Earlier versions wrote model.weights.h5 beside the SavedModel; load reads it.
+    model = zoo.load(copy_of)
+    model.set_weights([w * 0.5 for w in model.get_weights()])
+
+    def add_h5(staged):
+        model.save_weights(str(pathlib.Path(staged) / artifacts.WEIGHTS))
+
+    artifacts.update_folder(copy_of, add_h5, files=[artifacts.WEIGHTS])
+    again = zoo.load(copy_of)
+    for a, b in zip(again.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_restore_weights_refuses_a_saved_model_without_them(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    tf.saved_model.save(tf.Module(), str(tmp_path / "plain"))
+    model = zoo.build("vae_mnist")
+    with pytest.raises(ValueError, match="holds no 'keras_weights' collection"):
+        export.restore_weights(model, tmp_path / "plain")
+
+
 # ----------------------------------------------------------------- tampering
 def _flip_weights_byte(folder):
-    path = folder / "model.weights.h5"
+    path = folder / WEIGHTS_DATA
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     path.write_bytes(bytes(raw))
 
 
 def _truncate_weights(folder):
-    path = folder / "model.weights.h5"
+    path = folder / WEIGHTS_DATA
     path.write_bytes(path.read_bytes()[:-100])
 
 
@@ -270,7 +312,7 @@ def _delete_listed_file(folder):
 
 
 def _delete_weights(folder):
-    (folder / "model.weights.h5").unlink()
+    (folder / WEIGHTS_DATA).unlink()
 
 
 def _edit_config(folder):
@@ -301,10 +343,10 @@ def _absolute_path(folder):
 
 
 TAMPERING = {
-    "flipped_weights_byte": (_flip_weights_byte, r"Checksum mismatch.*model\.weights\.h5"),
-    "truncated_weights": (_truncate_weights, r"Checksum mismatch.*model\.weights\.h5"),
+    "flipped_weights_byte": (_flip_weights_byte, r"Checksum mismatch.*variables\.data-0"),
+    "truncated_weights": (_truncate_weights, r"Checksum mismatch.*variables\.data-00000-of-00001"),
     "deleted_listed_file": (_delete_listed_file, r"variables\.index.*missing"),
-    "deleted_weights": (_delete_weights, r"model\.weights\.h5.*missing"),
+    "deleted_weights": (_delete_weights, r"variables\.data-00000-of-00001.*missing"),
     "edited_config": (_edit_config, r"Checksum mismatch.*config\.json"),
     "removed_checksums": (_remove_checksums, r"no SHA256SUMS"),
     "dotdot_path": (_path_outside_folder, r"outside the folder.*\.\./outside\.txt"),
@@ -337,7 +379,7 @@ def test_checksum_listing_must_cover_what_load_reads(listing, copy_of, load_call
         sums.write_text("")
     else:
         sums.write_text("".join(line + "\n" for line in sums.read_text().splitlines()
-                                if not line.endswith("model.weights.h5")))
+                                if "saved_model/variables/" not in line))
     _flip_weights_byte(copy_of)
     with pytest.raises(ValueError):
         zoo.load(copy_of)

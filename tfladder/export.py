@@ -19,9 +19,19 @@ and dtypes are checked by the signatures).
 `sample` and `elbo` use stateless random ops, so the same inputs give the
 same outputs in every process (PITFALLS.md: a saved `SeedGenerator` would
 replay one sequence everywhere; stateful ops differ in every process).
+
+The SavedModel is also where a variant folder keeps its Keras weights, once:
+`export_saved_model` adds the variable collection `keras_weights` (the
+variables behind `model.weights`, in that order; the endpoints capture the
+same variables, so nothing is stored twice) and `keras_weight_names` (each
+weight's layer path without Keras' automatic `_<n>` suffixes, and its shape).
+`restore_weights(model, directory)` checks both against a freshly built model
+and restores the values with `tf.train.Checkpoint`; `tf.saved_model.load`
+is not needed (it costs seconds per load).
 """
 import os
 import pathlib
+import re
 import shutil
 
 import keras
@@ -30,6 +40,9 @@ import tensorflow as tf
 from tfladder import fileio
 
 ELBO_SEED = 0
+WEIGHTS_COLLECTION = "keras_weights"
+NAMES_COLLECTION = "keras_weight_names"
+_AUTO_SUFFIX = re.compile(r"_[0-9]+$")
 
 
 def endpoint_functions(model):
@@ -129,6 +142,12 @@ def export_saved_model(model, directory):
     # and tracking the model as well stores every variable twice.
     for name, (function, signature) in endpoint_functions(model).items():
         archive.add_endpoint(name=name, fn=function, input_signature=signature)
+    # The tf.Variables themselves (not their Keras wrappers, which would be
+    # saved a second time): the checkpoint stores each variable object once.
+    archive.add_variable_collection(WEIGHTS_COLLECTION,
+                                    [_tf_variable(v) for v in model.weights])
+    archive.add_variable_collection(NAMES_COLLECTION, [tf.Variable(
+        weight_names(model), trainable=False, name=NAMES_COLLECTION)])
     staged = fileio.staging_path(directory, "export")
     shutil.rmtree(staged, ignore_errors=True)
     try:
@@ -139,3 +158,71 @@ def export_saved_model(model, directory):
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return str(directory)
+
+
+def weight_names(model):
+    """`model.weights` as `"<path>:<shape>"` strings, the path without the
+    `_<n>` suffixes Keras appends to automatic layer names (which differ
+    between two builds of the same model in one process)."""
+    def name(weight):
+        path = "/".join(_AUTO_SUFFIX.sub("", part) for part in weight.path.split("/"))
+        return f"{path}:{'x'.join(str(d) for d in weight.shape)}"
+    return [name(w) for w in model.weights]
+
+
+def has_weights(directory):
+    """True when the SavedModel at `directory` holds the Keras weights
+    collection (exports written before it do not)."""
+    prefix = _checkpoint_prefix(directory)
+    try:
+        keys = [key for key, _ in tf.train.list_variables(prefix)]
+    except (tf.errors.NotFoundError, ValueError):
+        return False
+    return any(key.startswith(NAMES_COLLECTION + "/") for key in keys)
+
+
+def restore_weights(model, directory):
+    """Restores `model`'s weights from the SavedModel export at `directory`.
+
+    `model` is built first; its weights must match the stored ones in number,
+    order, layer path and shape.
+
+    Raises:
+      ValueError: the export holds no Keras weights, or they belong to a
+        different model.
+    """
+    model.build()
+    prefix = _checkpoint_prefix(directory)
+    if not has_weights(directory):
+        raise ValueError(f"{directory}: this SavedModel holds no {WEIGHTS_COLLECTION!r} "
+                         "collection (written by an older tfladder?); expected an export "
+                         "of tfladder.export.export_saved_model.")
+    reader = tf.train.load_checkpoint(prefix)
+    stored = [n.decode() for n in reader.get_tensor(
+        f"{NAMES_COLLECTION}/0/.ATTRIBUTES/VARIABLE_VALUE").tolist()]
+    expected = weight_names(model)
+    if stored != expected:
+        first = next((i for i, (a, b) in enumerate(zip(stored, expected)) if a != b),
+                     min(len(stored), len(expected)))
+        raise ValueError(
+            f"{directory}: the stored weights do not fit this model: {len(stored)} stored, "
+            f"{len(expected)} expected; first difference at weight {first}: stored "
+            f"{stored[first] if first < len(stored) else None!r}, expected "
+            f"{expected[first] if first < len(expected) else None!r}.")
+    checkpoint = tf.train.Checkpoint(**{WEIGHTS_COLLECTION: [_tf_variable(v)
+                                                               for v in model.weights]})
+    checkpoint.read(prefix).expect_partial().assert_existing_objects_matched()
+    return model
+
+
+def _checkpoint_prefix(directory):
+    return str(pathlib.Path(directory) / "variables" / "variables")
+
+
+def _tf_variable(weight):
+    """The `tf.Variable` that holds a Keras weight (the TensorFlow backend)."""
+    value = weight.value
+    if not isinstance(value, tf.Variable):
+        raise TypeError(f"weight {weight.path} is not backed by a tf.Variable; SavedModel "
+                        "export needs the TensorFlow backend.")
+    return value

@@ -264,8 +264,7 @@ def load(name_or_path, verify=True, **overrides):
     config = {**config, "model_config": {**stored, **finished, **overrides}}
     artifacts.check_model_config(config["model_config"], where="overrides")
     model = artifacts.build_model(config)
-    model.load_weights(str(folder / WEIGHTS))
-    return model
+    return artifacts.load_weights(model, folder)
 
 
 def save_model(model, folder):

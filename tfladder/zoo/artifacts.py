@@ -6,8 +6,7 @@ A trained variant is a folder (shipped with the package, or written by
 | file | content |
 | --- | --- |
 | `config.json` | variant, family, the model's `get_config()`, data, recipe, versions |
-| `model.weights.h5` | Keras weights |
-| `saved_model/` | SavedModel export (see `tfladder.export`) |
+| `saved_model/` | SavedModel export (see `tfladder.export`); it also holds the Keras weights, once |
 | `metrics.json`, `README.md` | the model card: measured numbers and the commands that made them |
 | `samples.png`, `traversal.png` | figures |
 | `SHA256SUMS` | sha256 of every other file (the `sha256sum` format) |
@@ -23,6 +22,9 @@ Rules this module enforces:
   (`fileio.replace_folder`): a crash at any instant leaves the old folder or
   the new one, both loadable.
 - **Never through a link, never into the installed package.**
+
+Folders written by earlier versions keep the weights a second time in
+`model.weights.h5`; `load_weights` reads that file when it is listed.
 """
 import dataclasses
 import hashlib
@@ -44,7 +46,9 @@ from tfladder.zoo import modelcard
 
 CHECKSUMS = "SHA256SUMS"
 CONFIG = "config.json"
-WEIGHTS = "model.weights.h5"
+WEIGHTS = "model.weights.h5"       # folders written by earlier versions only
+SAVED_MODEL = "saved_model"
+SAVED_WEIGHTS = f"{SAVED_MODEL}/variables/variables.index"
 METRICS = "metrics.json"
 CARD = "README.md"
 
@@ -122,7 +126,7 @@ def verify(folder):
     if unlisted:
         raise ValueError(f"{folder}: files not covered by {CHECKSUMS}: {', '.join(unlisted)}; "
                          "refusing to load unverified artifacts.")
-    for required in (CONFIG, WEIGHTS):
+    for required in (CONFIG, WEIGHTS if WEIGHTS in listed else SAVED_WEIGHTS):
         if required not in listed:
             raise ValueError(f"{folder / CHECKSUMS} does not list {required}; refusing to load.")
     return {**listed, CHECKSUMS: sha256(folder / CHECKSUMS)}
@@ -208,6 +212,18 @@ def check_model_config(model_config, where="model config"):
 def build_model(config):
     """The model a checked `config.json` describes (weights not loaded)."""
     return FAMILIES[config["family"]].from_config(config["model_config"])
+
+
+def load_weights(model, folder):
+    """Loads the weights of a verified folder into `model` (built from its config):
+    from `model.weights.h5` in folders of earlier versions, else from the
+    SavedModel (`export.restore_weights`, which checks they fit the model)."""
+    folder = pathlib.Path(folder)
+    if (folder / WEIGHTS).exists():
+        model.load_weights(str(folder / WEIGHTS))
+    else:
+        export.restore_weights(model, folder / SAVED_MODEL)
+    return model
 
 
 def read_metrics(folder):
@@ -336,8 +352,7 @@ def write_variant(folder, model, metrics, variant=None, data=None, recipe=None, 
     SavedModel, sample and traversal figures, `metrics.json`, card, checksums."""
     def write(staged):
         write_config(staged, model, variant, data, recipe)
-        model.save_weights(str(staged / WEIGHTS))
-        export.export_saved_model(model, staged / "saved_model")
+        export.export_saved_model(model, staged / SAVED_MODEL)
         figures.save_png(figures.sample_grid(model, seed=seed), staged / "samples.png")
         figures.save_png(figures.traversal_figure(model, seed=seed), staged / "traversal.png")
         fileio.write_text_atomically(staged / METRICS, _dumps(metrics))
