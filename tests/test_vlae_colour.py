@@ -272,6 +272,29 @@ def test_likelihood_phase_freezes_the_means_and_tightens_the_bound(tmp_path):
     np.testing.assert_allclose(copy.elbo(x, seed=1), model.elbo(x, seed=1), rtol=1e-5)
 
 
+
+def test_a_frozen_head_skips_its_zero_maps_and_applies_trained_ones(monkeypatch):
+    from tfladder.layers import LikelihoodHead
+    head = LikelihoodHead((8, 8, 3), 6, filters=4)
+    rng = np.random.default_rng(0)
+    features = tf.constant(rng.normal(size=(2, 4, 4, 5)), tf.float32)
+    loc = tf.constant(rng.normal(size=(2, 8, 8, 3)), tf.float32)
+    head([features, loc])                                    # builds; zero output conv
+    head.trainable = False
+    computed = []
+    real = head._maps
+    monkeypatch.setattr(head, "_maps", lambda *a: computed.append(1) or real(*a))
+    zero = head([features, loc])                            # eager: only the taken branch
+    assert zero.shape == (2, 8, 8, 6) and not np.any(zero.numpy()) and not computed
+    head.out.set_weights([rng.normal(size=w.shape).astype("float32")
+                          for w in head.out.get_weights()])
+    frozen = tf.function(lambda f, l: head([f, l]))(features, loc).numpy()
+    head.trainable = True
+    trained = head([features, loc]).numpy()
+    assert np.any(trained) and computed
+    np.testing.assert_array_equal(frozen, trained)
+
+
 def test_likelihood_head_options_are_refused_where_they_cannot_work():
     with pytest.raises(ValueError, match="needs generator='spatial'"):
         tfladder.VariationalLadderAutoencoder(

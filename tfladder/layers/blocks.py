@@ -220,7 +220,9 @@ class LikelihoodHead(keras.layers.Layer):
     3x3 convolution with ReLU and a 3x3 output convolution initialised to
     zero, so that a fresh head leaves the likelihood as it was (e.g. the
     per-pixel log-scale offsets and channel couplings of
-    `DiscretizedLogisticObservation` start at 0).
+    `DiscretizedLogisticObservation` start at 0). A frozen head
+    (`trainable = False`) whose output convolution is still zero returns the
+    zero maps without computing them.
 
     Args:
       image_shape: `(H, W, C)` of the images.
@@ -256,6 +258,20 @@ class LikelihoodHead(keras.layers.Layer):
 
     def call(self, inputs):
         features, loc = inputs
+        if self.trainable:
+            return self._maps(features, loc)
+        # Frozen (the hierarchy phase): while the output convolution is still
+        # exactly zero the maps are zero; skip computing them (and their
+        # gradient). Checked on the weights in the graph, so a trained head
+        # that is frozen again, or restored, is always applied.
+        untouched = keras.ops.logical_not(keras.ops.logical_or(
+            keras.ops.any(keras.ops.not_equal(self.out.kernel, 0)),
+            keras.ops.any(keras.ops.not_equal(self.out.bias, 0))))
+        zeros = keras.ops.repeat(keras.ops.zeros_like(
+            keras.ops.cast(loc[..., :1], self.compute_dtype)), self.out_channels, axis=-1)
+        return keras.ops.cond(untouched, lambda: zeros, lambda: self._maps(features, loc))
+
+    def _maps(self, features, loc):
         if features.shape[1] != self.image_shape[0]:
             features = self.upsample(features)
         hidden = self.hidden(keras.ops.concatenate([features, keras.ops.cast(
