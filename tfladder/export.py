@@ -42,6 +42,7 @@ from tfladder import fileio
 ELBO_SEED = 0
 WEIGHTS_COLLECTION = "keras_weights"
 NAMES_COLLECTION = "keras_weight_names"
+_NAMES_KEY = f"{NAMES_COLLECTION}/0/.ATTRIBUTES/VARIABLE_VALUE"
 _AUTO_SUFFIX = re.compile(r"_[0-9]+$")
 
 
@@ -173,12 +174,16 @@ def weight_names(model):
 def has_weights(directory):
     """True when the SavedModel at `directory` holds the Keras weights
     collection (exports written before it do not)."""
-    prefix = _checkpoint_prefix(directory)
+    return _names_reader(directory) is not None
+
+
+def _names_reader(directory):
+    """The checkpoint reader of the export, or None without the collection."""
     try:
-        keys = [key for key, _ in tf.train.list_variables(prefix)]
+        reader = tf.train.load_checkpoint(_checkpoint_prefix(directory))
     except (tf.errors.NotFoundError, ValueError):
-        return False
-    return any(key.startswith(NAMES_COLLECTION + "/") for key in keys)
+        return None
+    return reader if reader.has_tensor(_NAMES_KEY) else None
 
 
 def restore_weights(model, directory):
@@ -192,14 +197,12 @@ def restore_weights(model, directory):
         different model.
     """
     model.build()
-    prefix = _checkpoint_prefix(directory)
-    if not has_weights(directory):
+    reader = _names_reader(directory)
+    if reader is None:
         raise ValueError(f"{directory}: this SavedModel holds no {WEIGHTS_COLLECTION!r} "
                          "collection (written by an older tfladder?); expected an export "
                          "of tfladder.export.export_saved_model.")
-    reader = tf.train.load_checkpoint(prefix)
-    stored = [n.decode() for n in reader.get_tensor(
-        f"{NAMES_COLLECTION}/0/.ATTRIBUTES/VARIABLE_VALUE").tolist()]
+    stored = [n.decode() for n in reader.get_tensor(_NAMES_KEY).tolist()]
     expected = weight_names(model)
     if stored != expected:
         first = next((i for i, (a, b) in enumerate(zip(stored, expected)) if a != b),
@@ -211,7 +214,8 @@ def restore_weights(model, directory):
             f"{expected[first] if first < len(expected) else None!r}.")
     checkpoint = tf.train.Checkpoint(**{WEIGHTS_COLLECTION: [_tf_variable(v)
                                                                for v in model.weights]})
-    checkpoint.read(prefix).expect_partial().assert_existing_objects_matched()
+    status = checkpoint.read(_checkpoint_prefix(directory)).expect_partial()
+    status.assert_existing_objects_matched()
     return model
 
 
