@@ -305,3 +305,41 @@ def test_likelihood_head_options_are_refused_where_they_cannot_work():
         tfladder.VariationalLadderAutoencoder(SHAPE, **CONFIG).set_training_phase("likelihood")
     with pytest.raises(ValueError, match="phase must be one of"):
         tfladder.VariationalLadderAutoencoder(SHAPE, **CONFIG).set_training_phase("all")
+
+
+def test_a_deeper_likelihood_head_starts_at_zero_and_round_trips():
+    deep = tfladder.VariationalLadderAutoencoder(
+        SHAPE, **{**CONFIG, "observation": REFINED, "head_filters": 6, "head_layers": 3})
+    deep.build()
+    head = deep.likelihood_head
+    assert len(head.more_hidden) == 2 and head.filters == 6
+    assert [w.shape for w in head.more_hidden[0].weights] == [(3, 3, 6, 6), (6,)]
+    plain = tfladder.VariationalLadderAutoencoder(SHAPE, **CONFIG)
+    plain.build()
+    for a, b in zip(deep.inference_rungs + deep.generative_rungs + [deep.image_decoder],
+                    plain.inference_rungs + plain.generative_rungs + [plain.image_decoder]):
+        b.set_weights(a.get_weights())
+    x = images(4)
+    np.testing.assert_allclose(deep.elbo(x, seed=1), plain.elbo(x, seed=1), rtol=1e-5)
+    # Trained (non-zero) head: the extra layers change the likelihood, and the
+    # config rebuilds the same head.
+    rng = np.random.default_rng(0)
+    for weight in head.weights:
+        weight.assign(rng.normal(scale=0.1, size=weight.shape).astype("float32"))
+    assert not np.allclose(deep.elbo(x, seed=1), plain.elbo(x, seed=1), atol=1e-3)
+    config = deep.get_config()
+    assert (config["head_filters"], config["head_layers"]) == (6, 3)
+    copy = tfladder.VariationalLadderAutoencoder.from_config(config)
+    copy.build()
+    copy.set_weights(deep.get_weights())
+    np.testing.assert_allclose(copy.elbo(x, seed=1), deep.elbo(x, seed=1), rtol=1e-5)
+    # A config written before the option existed builds the one-layer head.
+    old = {k: v for k, v in config.items() if k not in ("head_filters", "head_layers")}
+    assert not tfladder.VariationalLadderAutoencoder.from_config(old).likelihood_head.more_hidden
+
+
+@pytest.mark.parametrize("argument", ["head_filters", "head_layers"])
+def test_likelihood_head_sizes_must_be_positive(argument):
+    with pytest.raises(ValueError, match=argument):
+        tfladder.VariationalLadderAutoencoder(SHAPE, **{**CONFIG, "observation": REFINED,
+                                                        argument: 0})

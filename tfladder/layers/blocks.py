@@ -5,6 +5,7 @@ all of its sublayers in `build()` so that weights exist before loading.
 """
 import keras
 
+from tfladder.checks import check_positive_int
 from tfladder.serialization import register
 
 # Activations by name. Leaky ReLU uses the Ladder VAE slope 0.1
@@ -216,9 +217,9 @@ class LikelihoodHead(keras.layers.Layer):
 
     `[features, loc] -> [B, H, W, out_channels]`: features at the image
     resolution or half of it (then upsampled by a stride-2 4x4 transposed
-    convolution), concatenated with the location maps `loc [B, H, W, C]`, a
-    3x3 convolution with ReLU and a 3x3 output convolution initialised to
-    zero, so that a fresh head leaves the likelihood as it was (e.g. the
+    convolution), concatenated with the location maps `loc [B, H, W, C]`,
+    `num_hidden` 3x3 convolutions with ReLU and a 3x3 output convolution
+    initialised to zero, so that a fresh head leaves the likelihood as it was (e.g. the
     per-pixel log-scale offsets and channel couplings of
     `DiscretizedLogisticObservation` start at 0). A frozen head
     (`trainable = False`) whose output convolution is still zero returns the
@@ -228,16 +229,24 @@ class LikelihoodHead(keras.layers.Layer):
       image_shape: `(H, W, C)` of the images.
       out_channels: Number of output maps.
       filters: Width of the hidden convolutions.
+      num_hidden: Number of hidden 3x3 convolutions (>= 1; each widens the
+        receptive field by 2 pixels).
     """
 
-    def __init__(self, image_shape, out_channels, filters=64, **kwargs):
+    def __init__(self, image_shape, out_channels, filters=64, num_hidden=1, **kwargs):
         super().__init__(**kwargs)
         self.image_shape = tuple(int(d) for d in image_shape)
         self.out_channels = int(out_channels)
-        self.filters = int(filters)
+        self.filters = check_positive_int("filters", filters)
+        self.num_hidden = check_positive_int("num_hidden", num_hidden)
         self.upsample = keras.layers.Conv2DTranspose(self.filters, 4, strides=2,
                                                      padding="same", activation="relu")
         self.hidden = keras.layers.Conv2D(self.filters, 3, padding="same", activation="relu")
+        # Hidden convolutions after the first (attribute names of one-layer
+        # heads unchanged, so their stored weights keep their paths).
+        self.more_hidden = [keras.layers.Conv2D(self.filters, 3, padding="same",
+                                                activation="relu", name=f"hidden_{i + 2}")
+                            for i in range(self.num_hidden - 1)]
         self.out = keras.layers.Conv2D(self.out_channels, 3, padding="same",
                                        kernel_initializer="zeros", bias_initializer="zeros")
 
@@ -253,6 +262,8 @@ class LikelihoodHead(keras.layers.Layer):
             raise ValueError(f"LikelihoodHead expects conv features at the image resolution "
                              f"{(height, width)} or half of it, got {tuple(features_shape)}.")
         self.hidden.build((None, height, width, features_channels + int(loc_shape[-1])))
+        for conv in self.more_hidden:
+            conv.build((None, height, width, self.filters))
         self.out.build((None, height, width, self.filters))
         self.built = True
 
@@ -276,11 +287,14 @@ class LikelihoodHead(keras.layers.Layer):
             features = self.upsample(features)
         hidden = self.hidden(keras.ops.concatenate([features, keras.ops.cast(
             loc, features.dtype)], axis=-1))
+        for conv in self.more_hidden:
+            hidden = conv(hidden)
         return self.out(hidden)
 
     def get_config(self):
         return {**super().get_config(), "image_shape": list(self.image_shape),
-                "out_channels": self.out_channels, "filters": self.filters}
+                "out_channels": self.out_channels, "filters": self.filters,
+                "num_hidden": self.num_hidden}
 
 
 @register

@@ -56,6 +56,7 @@ import tensorflow as tf
 from tfladder import gaussian
 from tfladder.layers.blocks import ImageDecoder, ImageHead, LikelihoodHead
 from tfladder.layers.ladder import GenerativeRung, InferenceRung, SpatialGenerativeRung
+from tfladder.checks import check_positive_int
 from tfladder.models.base import (HierarchicalModel, InferencePass, LayerTerms, check_noise,
                                   check_non_negative_int, draw, layer_seeds, per_layer,
                                   repeat_normal, standard_normal)
@@ -93,6 +94,9 @@ class VariationalLadderAutoencoder(HierarchicalModel):
         integers: layer l starts fading in after `progressive_stages[l] *
         progressive_steps` steps (a stage of 0: trained from the start).
         Default (None): top first, `L - 1 - l`.
+      head_filters, head_layers: Width and number of hidden 3x3 convolutions
+        of the likelihood head (`LikelihoodHead`; only with an observation
+        that has one: `pixel_scales` or `channel_coupling`).
 
     #### Examples
 
@@ -116,7 +120,7 @@ class VariationalLadderAutoencoder(HierarchicalModel):
                  batch_norm=False, min_scale=1e-3, ladder_resolution=None,
                  progressive_steps=0, fade_in_steps=0, generator="dense",
                  latent_map_size=512, progressive_stages=None, broadcast_latents=0,
-                 **kwargs):
+                 head_filters=64, head_layers=1, **kwargs):
         super().__init__(image_shape, latent_dims, **kwargs)
         self.hidden_units = per_layer("hidden_units", hidden_units, self.num_layers)
         if conv_filters is None:
@@ -156,6 +160,8 @@ class VariationalLadderAutoencoder(HierarchicalModel):
             raise ValueError("broadcast_latents needs generator='spatial' and that many "
                              "convolutional rungs at the bottom.")
         self.latent_map_size = check_non_negative_int("latent_map_size", latent_map_size)
+        self.head_filters = check_positive_int("head_filters", head_filters)
+        self.head_layers = check_positive_int("head_layers", head_layers)
 
         self.inference_rungs, self.generative_rungs = [], []
         for l in range(self.num_layers):
@@ -181,8 +187,9 @@ class VariationalLadderAutoencoder(HierarchicalModel):
             self.image_decoder = ImageHead(self.image_shape, self.params_per_channel,
                                            name="f_0")
             if self.extra_params:
-                self.likelihood_head = LikelihoodHead(self.image_shape, self.extra_params,
-                                                      name="likelihood_head")
+                self.likelihood_head = LikelihoodHead(
+                    self.image_shape, self.extra_params, filters=self.head_filters,
+                    num_hidden=self.head_layers, name="likelihood_head")
                 self.likelihood_head.trainable = False    # phase "hierarchy" first
         else:
             # f_0: z~_1 -> likelihood parameters, mirroring every conv stage of the
@@ -306,4 +313,5 @@ class VariationalLadderAutoencoder(HierarchicalModel):
                 "progressive_steps": self.progressive_steps, "fade_in_steps": self.fade_in_steps,
                 "generator": self.generator, "latent_map_size": self.latent_map_size,
                 "progressive_stages": self.progressive_stages,
-                "broadcast_latents": self.broadcast_latents}
+                "broadcast_latents": self.broadcast_latents,
+                "head_filters": self.head_filters, "head_layers": self.head_layers}
