@@ -173,6 +173,7 @@ def test_train_on_npz(tmp_path):
     assert (result["data"], result["data_file"]) == ("other.npz", "other.npz")
 
 
+@pytest.mark.slow   # test_fault_tolerance's killed-run test checks the same, bit for bit
 def test_killed_training_resumes(tmp_path):
     workdir = tmp_path / "run"
     args = ["train", "vae_mnist", "--data", "mnist_offline", "--epochs", "3",

@@ -161,6 +161,7 @@ def test_killed_run_resumes_to_the_same_weights(uninterrupted, tmp_path):
     assert _metrics(workdir) == _metrics(uninterrupted), context
 
 
+@pytest.mark.slow   # implied by the killed run's bit-for-bit equality with run A
 def test_same_command_twice_gives_identical_results(uninterrupted, tmp_path):
     workdir = tmp_path / "w"
     _run(workdir)
