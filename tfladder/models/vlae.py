@@ -54,9 +54,9 @@ and so the features each layer controls do not change.
 import tensorflow as tf
 
 from tfladder import gaussian
+from tfladder.checks import check_positive_int
 from tfladder.layers.blocks import ImageDecoder, ImageHead, LikelihoodHead
 from tfladder.layers.ladder import GenerativeRung, InferenceRung, SpatialGenerativeRung
-from tfladder.checks import check_positive_int
 from tfladder.models.base import (HierarchicalModel, InferencePass, LayerTerms, check_noise,
                                   check_non_negative_int, draw, layer_seeds, per_layer,
                                   repeat_normal, standard_normal)
