@@ -343,3 +343,102 @@ def test_likelihood_head_sizes_must_be_positive(argument):
     with pytest.raises(ValueError, match=argument):
         tfladder.VariationalLadderAutoencoder(SHAPE, **{**CONFIG, "observation": REFINED,
                                                         argument: 0})
+
+
+# ------------------------------------------- per-pixel mixture in the head (K > 1)
+MIXTURE = {**REFINED, "num_components": 2}
+
+
+@pytest.fixture(scope="module")
+def mixture_pixel():
+    """A one-pixel, two-component coupled mixture with distinct components, and its table."""
+    observation = get_observation(MIXTURE)
+    # loc (3) | log-scale offsets (3) | coupling (3) | logits (2: weights ~0.38 / 0.62)
+    # | component 2's loc offsets (3) | its log-scale offsets (3)
+    params = tf.constant([[[[-0.2, 0.1, 0.3, -1.5, -1.6, -1.0, 1.5, -0.7, 0.9,
+                             0.0, 0.5, 0.4, -0.3, 0.2, 0.6, -0.4, 0.3]]]])
+    assert observation.extra_params(3) == 3 + 3 + 2 + 6
+    return observation, params, _pixel_table(observation, params)
+
+
+def test_pixel_mixture_sums_to_one(mixture_pixel):
+    _, _, table = mixture_pixel
+    np.testing.assert_allclose(np.exp(table).sum(), 1.0, atol=1e-4)
+
+
+def test_pixel_mixture_mean_and_samples_match_the_exact_table(mixture_pixel):
+    observation, params, table = mixture_pixel
+    probs = np.exp(table)
+    levels = np.arange(256) / 255
+    exact_mean = [np.einsum("rgb,r->", probs, levels), np.einsum("rgb,g->", probs, levels),
+                  np.einsum("rgb,b->", probs, levels)]
+    distribution = observation(params)
+    weights = np.exp([0.0, 0.5]) / np.exp([0.0, 0.5]).sum()
+    loc = np.array([[-0.2, 0.1, 0.3], [0.2, -0.2, 0.5]])      # component 2 = 1 + offsets
+    np.testing.assert_allclose(distribution.mean().numpy().ravel(),
+                               (weights @ loc + 1) / 2, atol=1e-6)
+    np.testing.assert_allclose(distribution.mean().numpy().ravel(), exact_mean, atol=2e-3)
+    many = observation(tf.repeat(params, 20000, axis=0)).sample(tf.constant([4, 2]))
+    samples = many.numpy().reshape(-1, 3).astype(np.float64)
+    assert np.all(np.abs(samples * 255 - np.round(samples * 255)) < 1e-4)
+    centred = levels - np.array(exact_mean)[:, None]
+    exact_cov = [np.einsum("rgb,r,g->", probs, centred[0], centred[1]),
+                 np.einsum("rgb,g,b->", probs, centred[1], centred[2]),
+                 np.einsum("rgb,r,r->", probs, centred[0], centred[0])]
+    sample_cov = np.cov(samples.T)
+    np.testing.assert_allclose(samples.mean(0), exact_mean, atol=4e-3)
+    np.testing.assert_allclose([sample_cov[0, 1], sample_cov[1, 2], sample_cov[0, 0]],
+                               exact_cov, rtol=0.1)
+    # One component for the whole pixel: P(x) = sum_k w_k P_k(R) P_k(G | R) P_k(B | R, G),
+    # each P_k the single coupled logistic with component k's location and scales.
+    single = get_observation(REFINED)
+    single.build((None, 9))
+    single.log_scale.assign(observation.log_scale)
+    first = params[..., :9]
+    second = tf.concat([params[..., :3] + params[..., 11:14], params[..., 3:6] + params[..., 14:17],
+                        params[..., 6:9]], -1)
+    x = tf.constant([[[[0.4, 0.6, 0.7]]], [[[0.45, 0.5, 0.62]]]])
+    by_hand = np.logaddexp(np.log(weights[0]) + single(tf.repeat(first, 2, 0)).log_prob(x),
+                           np.log(weights[1]) + single(tf.repeat(second, 2, 0)).log_prob(x))
+    np.testing.assert_allclose(observation(tf.repeat(params, 2, 0)).log_prob(x), by_hand,
+                               rtol=1e-5)
+
+
+def test_pixel_mixture_at_zero_is_the_single_logistic_and_can_leave_it():
+    single = get_observation(REFINED)
+    mixture = get_observation({**MIXTURE, "num_components": 3})
+    assert mixture.extra_params(3) == 6 + 3 + 2 * 2 * 3
+    loc = tf.random.stateless_uniform((2, 4, 4, 3), [1, 2], -0.9, 0.9)
+    x = images(2)[:, :4, :4]
+    head = tf.Variable(tf.zeros((2, 4, 4, mixture.extra_params(3))))
+    np.testing.assert_allclose(mixture(tf.concat([loc, head], -1)).log_prob(x),
+                               single(tf.concat([loc, tf.zeros((2, 4, 4, 6))], -1)).log_prob(x),
+                               rtol=1e-6)
+    np.testing.assert_allclose(mixture(tf.concat([loc, head], -1)).mean(),
+                               single(tf.concat([loc, tf.zeros((2, 4, 4, 6))], -1)).mean(),
+                               atol=1e-6)
+    # Component 1 is pinned to the decoder's mean, so identical components are
+    # not a saddle: the other components' locations get a gradient at once.
+    with tf.GradientTape() as tape:
+        log_prob = tf.reduce_sum(mixture(tf.concat([loc, head], -1)).log_prob(x))
+    gradient = tape.gradient(log_prob, head).numpy()
+    assert np.abs(gradient[..., 11:17]).max() > 1e-3          # loc offsets of components 2, 3
+
+
+def test_pixel_mixture_in_the_model_round_trips_and_checks_its_argument(tmp_path):
+    model = tfladder.VariationalLadderAutoencoder(SHAPE, **{**CONFIG, "observation": MIXTURE})
+    model.build()
+    assert model.likelihood_head.out_channels == 3 + 3 + 2 + 6
+    rng = np.random.default_rng(0)
+    for weight in model.likelihood_head.weights:
+        weight.assign(rng.normal(scale=0.1, size=weight.shape).astype("float32"))
+    x = images(4)
+    assert np.all(np.isfinite(model.elbo(x, seed=1).numpy()))
+    copy = tfladder.VariationalLadderAutoencoder.from_config(model.get_config())
+    copy.build()
+    copy.set_weights(model.get_weights())
+    np.testing.assert_allclose(copy.elbo(x, seed=1), model.elbo(x, seed=1), rtol=1e-5)
+    assert copy.observation.num_components == 2
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="num_components must be an integer"):
+            get_observation({**MIXTURE, "num_components": bad})

@@ -228,7 +228,19 @@ class DiscretizedLogisticObservation(Observation):
     coupling is linear in the residuals of the channels before (as in
     PixelCNN++, Salimans et al. 2017, section 2.1, which couples the values),
     so the marginal location of every channel stays mu and `mean()` is the
-    decoder's mean with or without the refinements.
+    decoder's mean with or without these two refinements.
+
+    A third, `num_components = K > 1`, makes every pixel a mixture of K such
+    discretised logistics (one component for all channels of a pixel, as in
+    PixelCNN++): component 1 is the one above; components k = 2..K have
+    locations mu + d_k(i) and log scales log s_1(i) + e_k(i), and the
+    weights are softmax(w(i)) (K + 2 (K - 1) C extra maps: w, then d, then
+    e). With the head at zero every component is component 1 and the
+    likelihood is the single logistic exactly; component 1 stays pinned to
+    the decoder's mean, which breaks the symmetry of identical components
+    (their gradients differ from the start). `mean()` is then the mixture's
+    mean, sum_k softmax(w)_k clip(loc_k), which moves away from mu where the
+    head shifts weight to the other components (e.g. across an edge).
 
     Args:
       init_scale: Initial scale on [0, 1] pixels (the centred scale is twice it).
@@ -236,12 +248,14 @@ class DiscretizedLogisticObservation(Observation):
       pixel_scales: Per-pixel offsets of the log scale (C extra maps).
       channel_coupling: Linear coupling of G on R and of B on R and G
         (3 extra maps; images with 3 channels only).
+      num_components: Components of the per-pixel mixture (1: a single
+        logistic; K > 1 adds K + 2 (K - 1) C maps from the head).
     """
 
     support = "8-bit values k / 255 in [0, 1] (uint8 images scaled to [0, 1])"
 
     def __init__(self, init_scale=0.1, min_log_scale=-7.0, pixel_scales=False,
-                 channel_coupling=False, **kwargs):
+                 channel_coupling=False, num_components=1, **kwargs):
         super().__init__(**{"dtype": "float32", **kwargs})  # float32 likelihood
         if not (isinstance(init_scale, (int, float)) and init_scale > 0):
             raise ValueError(f"init_scale must be a positive float, got {init_scale!r}.")
@@ -253,17 +267,28 @@ class DiscretizedLogisticObservation(Observation):
         self.min_log_scale = float(min_log_scale)
         self.pixel_scales = bool(pixel_scales)
         self.channel_coupling = bool(channel_coupling)
+        if (isinstance(num_components, (bool, np.bool_))
+                or not isinstance(num_components, (int, np.integer)) or num_components < 1):
+            raise ValueError(f"num_components must be an integer >= 1, got {num_components!r}.")
+        self.num_components = int(num_components)
+
+    def _mixture_maps(self, channels):
+        k = self.num_components
+        return 0 if k == 1 else k + 2 * (k - 1) * channels
 
     def extra_params(self, channels):
         """Maps the likelihood head adds to the `channels` location maps."""
         if self.channel_coupling and channels != 3:
             raise ValueError(f"channel_coupling needs RGB images (3 channels), got {channels}.")
-        return channels * self.pixel_scales + 3 * self.channel_coupling
+        return (channels * self.pixel_scales + 3 * self.channel_coupling
+                + self._mixture_maps(channels))
 
     def _channels(self, params_channels):
-        # params = [loc (C) | offsets (C if pixel_scales) | coupling (3 if channel_coupling)]
-        rest = params_channels - 3 * self.channel_coupling
-        return rest // 2 if self.pixel_scales else rest
+        # params = [loc (C) | offsets (C if pixel_scales) | coupling (3 if channel_coupling)
+        #           | mixture: logits (K), loc offsets ((K-1) C), log-scale offsets ((K-1) C)]
+        k = self.num_components
+        rest = params_channels - 3 * self.channel_coupling - (k if k > 1 else 0)
+        return rest // (1 + self.pixel_scales + (2 * (k - 1) if k > 1 else 0))
 
     def build(self, input_shape):
         channels = self._channels(int(input_shape[-1]))
@@ -274,13 +299,35 @@ class DiscretizedLogisticObservation(Observation):
 
     def distribution(self, params):
         channels = self._channels(int(params.shape[-1]))
-        loc = params[..., :channels, None]
+        loc = params[..., :channels, None]                       # [B, H, W, C, 1]
         log_scale = tf.maximum(tf.cast(self.log_scale, params.dtype), self.min_log_scale)
         log_scale = tf.zeros_like(loc) + log_scale[:, None]
+        start = channels
         if self.pixel_scales:
-            log_scale = log_scale + params[..., channels:2 * channels, None]
-        coupling = tf.tanh(params[..., -3:]) if self.channel_coupling else None
-        return DiscretizedLogisticMixture(tf.zeros_like(loc), loc, log_scale, coupling=coupling)
+            log_scale = log_scale + params[..., start:start + channels, None]
+            start += channels
+        coupling = None
+        if self.channel_coupling:
+            coupling = tf.tanh(params[..., start:start + 3])
+            start += 3
+        k = self.num_components
+        if k == 1:
+            return DiscretizedLogisticMixture(tf.zeros_like(loc), loc, log_scale,
+                                              coupling=coupling)
+        logits = params[..., start:start + k]                    # [B, H, W, K]
+        start += k
+
+        def per_component(maps):                                 # -> [B, H, W, C, K - 1]
+            maps = tf.reshape(maps, tf.concat([tf.shape(maps)[:-1], [k - 1, channels]], 0))
+            return tf.linalg.matrix_transpose(maps)
+
+        loc_offsets = per_component(params[..., start:start + (k - 1) * channels])
+        start += (k - 1) * channels
+        scale_offsets = per_component(params[..., start:start + (k - 1) * channels])
+        loc = tf.concat([loc, loc + loc_offsets], axis=-1)
+        log_scale = tf.concat([log_scale, log_scale + scale_offsets], axis=-1)
+        return DiscretizedLogisticMixture(logits, loc, log_scale, coupling=coupling,
+                                          joint_channels=True)
 
     def in_support(self, x):
         on_grid = tf.reduce_all(tf.abs(tf.round(x * 255.0) - x * 255.0) < 1e-3)
@@ -289,7 +336,8 @@ class DiscretizedLogisticObservation(Observation):
     def get_config(self):
         return {**super().get_config(), "init_scale": self.init_scale,
                 "min_log_scale": self.min_log_scale, "pixel_scales": self.pixel_scales,
-                "channel_coupling": self.channel_coupling}
+                "channel_coupling": self.channel_coupling,
+                "num_components": self.num_components}
 
 
 class DiscretizedLogisticMixture:
@@ -308,35 +356,41 @@ class DiscretizedLogisticMixture:
     with the edge bins absorbing the tails (k = 0 takes everything below,
     k = 255 everything above), so the 256 probabilities sum to one.
 
-    Optional `coupling` `[B, H, W, 3]` (RGB, K = 1; coefficients a, b, c)
+    Optional `coupling` `[B, H, W, 3]` (RGB; coefficients a, b, c)
     conditions the channels of a pixel on the residuals of the ones before:
     loc_G += a (y_R - loc_R), loc_B += b (y_R - loc_R) + c (y_G - loc_G), so
-    P(pixel) = P(R) P(G | R) P(B | R, G) (`DiscretizedLogisticObservation`).
+    P(pixel) = P(R) P(G | R) P(B | R, G) (`DiscretizedLogisticObservation`);
+    with K > 1 each component couples with its own residuals.
 
-    Shapes: `logits`, `loc`, `log_scale` are `[B, H, W, C, K]`; `log_prob`
-    returns `[B]`, `mean` and `sample` return `[B, H, W, C]` in [0, 1].
+    Shapes: `loc`, `log_scale` are `[B, H, W, C, K]`; `logits` too (one
+    mixture per channel), or, with `joint_channels=True`, `[B, H, W, K]`: one
+    mixture per pixel, a component giving all channels of the pixel (as in
+    PixelCNN++). Coupling needs 3 channels and, per channel, K = 1.
+    `log_prob` returns `[B]`, `mean` and `sample` return `[B, H, W, C]` in [0, 1].
     """
 
     MIN_LOG_SCALE = -7.0
 
-    def __init__(self, logits, loc, log_scale, coupling=None):
-        if coupling is not None and (loc.shape[-1] != 1 or loc.shape[-2] != 3):
-            raise ValueError("coupling needs one component (K = 1) and 3 channels, got loc "
-                             f"of shape {loc.shape}.")
+    def __init__(self, logits, loc, log_scale, coupling=None, joint_channels=False):
+        if coupling is not None and (loc.shape[-2] != 3
+                                     or (loc.shape[-1] != 1 and not joint_channels)):
+            raise ValueError("coupling needs 3 channels and one component per channel "
+                             f"(K = 1, or joint_channels), got loc of shape {loc.shape}.")
         self.logits = logits
         self.loc = loc
         self.log_scale = tf.maximum(log_scale, self.MIN_LOG_SCALE)
         self.coupling = coupling
+        self.joint_channels = bool(joint_channels)
 
     def _coupled_loc(self, y):
         """The locations given the channels before (`y`: centred values, [B, H, W, 3, 1])."""
         if self.coupling is None:
             return self.loc
-        residual = (y - self.loc)[..., 0]                    # [B, H, W, 3]
-        a, b, c = tf.unstack(self.coupling, axis=-1)
-        shift = tf.stack([tf.zeros_like(a), a * residual[..., 0],
-                          b * residual[..., 0] + c * residual[..., 1]], axis=-1)
-        return self.loc + shift[..., None]
+        residual = y - self.loc                              # [B, H, W, 3, K]
+        a, b, c = (t[..., None] for t in tf.unstack(self.coupling, axis=-1))
+        shift = tf.stack([tf.zeros_like(residual[..., 0, :]), a * residual[..., 0, :],
+                          b * residual[..., 0, :] + c * residual[..., 1, :]], axis=-2)
+        return self.loc + shift
 
     def _log_prob_per_channel(self, x):
         # With a = (y + 1/255 - loc) / s and b = (y - 1/255 - loc) / s, the
@@ -356,42 +410,55 @@ class DiscretizedLogisticMixture:
         above_bottom = tf.cast(y > -0.999, a.dtype)      # k > 0: the lower edge counts
         width = tf.math.log(-tf.math.expm1(-(2.0 / 255.0) * inv_scale))
         log_probs = (-below_top * tf.nn.softplus(-a) - above_bottom * tf.nn.softplus(b)
-                     + below_top * above_bottom * width)
+                     + below_top * above_bottom * width)                # [B, H, W, C, K]
+        if self.joint_channels:
+            return log_probs
         log_weights = tf.nn.log_softmax(self.logits, axis=-1)
         return tf.reduce_logsumexp(log_weights + log_probs, axis=-1)  # [B, H, W, C]
 
     def log_prob(self, x):
-        return tf.reduce_sum(self._log_prob_per_channel(x), axis=[-3, -2, -1])
+        if not self.joint_channels:
+            return tf.reduce_sum(self._log_prob_per_channel(x), axis=[-3, -2, -1])
+        per_component = tf.reduce_sum(self._log_prob_per_channel(x), axis=-2)  # [B, H, W, K]
+        per_pixel = tf.reduce_logsumexp(
+            tf.nn.log_softmax(self.logits, axis=-1) + per_component, axis=-1)
+        return tf.reduce_sum(per_pixel, axis=[-2, -1])
+
+    def _weights(self):
+        weights = tf.nn.softmax(self.logits, axis=-1)
+        return weights[..., None, :] if self.joint_channels else weights
 
     def mean(self):
-        weights = tf.nn.softmax(self.logits, axis=-1)
-        y = tf.reduce_sum(weights * tf.clip_by_value(self.loc, -1.0, 1.0), axis=-1)
+        y = tf.reduce_sum(self._weights() * tf.clip_by_value(self.loc, -1.0, 1.0), axis=-1)
         return (y + 1.0) / 2.0
 
     def sample(self, seed):
         """One sample `[B, H, W, C]` in {0, 1/255, ..., 1}; `seed` is a `[2]` int tensor."""
-        if self.coupling is not None:
-            return self._sample_coupled(seed)
+        if self.coupling is not None and not self.joint_channels:
+            return self._sample_coupled(seed, self.loc[..., 0], self.log_scale[..., 0],
+                                        self.coupling)
         seed_component, seed_noise = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         gumbel = -tf.math.log(-tf.math.log(tf.random.stateless_uniform(
             tf.shape(self.logits), seed_component, minval=1e-5, maxval=1.0 - 1e-5)))
         one_hot = tf.one_hot(tf.argmax(self.logits + gumbel, axis=-1),
                              tf.shape(self.logits)[-1], dtype=self.loc.dtype)
+        if self.joint_channels:
+            one_hot = one_hot[..., None, :]          # one component for the whole pixel
         loc = tf.reduce_sum(one_hot * self.loc, axis=-1)
         log_scale = tf.reduce_sum(one_hot * self.log_scale, axis=-1)
+        if self.coupling is not None:
+            return self._sample_coupled(seed_noise, loc, log_scale, self.coupling)
         u = tf.random.stateless_uniform(tf.shape(loc), seed_noise, minval=1e-5, maxval=1.0 - 1e-5)
         y = loc + tf.exp(log_scale) * (tf.math.log(u) - tf.math.log1p(-u))
         x = (tf.clip_by_value(y, -1.0, 1.0) + 1.0) / 2.0
         return tf.round(x * 255.0) / 255.0
 
-
-    def _sample_coupled(self, seed):
-        """R, then G given R, then B given R and G (one component)."""
-        u = tf.random.stateless_uniform(tf.shape(self.loc[..., 0]), seed,
-                                        minval=1e-5, maxval=1.0 - 1e-5)
-        noise = tf.exp(self.log_scale[..., 0]) * (tf.math.log(u) - tf.math.log1p(-u))
-        loc = self.loc[..., 0]
-        a, b, c = tf.unstack(self.coupling, axis=-1)
+    @staticmethod
+    def _sample_coupled(seed, loc, log_scale, coupling):
+        """R, then G given R, then B given R and G (`loc`, `log_scale`: [B, H, W, 3])."""
+        u = tf.random.stateless_uniform(tf.shape(loc), seed, minval=1e-5, maxval=1.0 - 1e-5)
+        noise = tf.exp(log_scale) * (tf.math.log(u) - tf.math.log1p(-u))
+        a, b, c = tf.unstack(coupling, axis=-1)
 
         def draw(value):    # the 8-bit value on the centred scale
             return tf.round((tf.clip_by_value(value, -1.0, 1.0) + 1.0) * 127.5) / 127.5 - 1.0
