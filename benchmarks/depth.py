@@ -114,27 +114,46 @@ def train_elbo(model, train_images, batch_size=100):
         for i in range(0, len(train_images), batch_size)])))
 
 
-def run_one(run, spec, eval_images, train_images, root):
-    """Trains (or resumes) one run and evaluates it; cached in root/<name>/eval.json
-    (a cached run without a train ELBO gets one from its saved model)."""
-    workdir = root / run.name
-    cached = workdir / "eval.json"
-    if cached.exists():
-        metrics = json.loads(cached.read_text())
-        if "train_elbo" not in metrics:
-            metrics["train_elbo"] = train_elbo(zoo.load(workdir / training.MODEL_DIR),
-                                               train_images)
-            cached.write_text(json.dumps(metrics, indent=1))
-        return metrics
-    started = time.time()
-    result = training.train(run.variant(spec, FLAGS.epochs), workdir, verbose=2,
-                            callbacks=[KLPerUnitHistory(eval_images, workdir / "kl_units.npz")])
-    train_seconds = time.time() - started
-    metrics = evaluation.evaluate(result.model, eval_images, num_samples=FLAGS.num_samples,
+def evaluate_run(model, eval_images, workdir):
+    """L_K (`--num_samples`) and the ELBO on `eval_images`; per-image L_K saved beside."""
+    metrics = evaluation.evaluate(model, eval_images, num_samples=FLAGS.num_samples,
                                   per_image=True)
     metrics.pop("active_unit_variance")
     np.save(workdir / "log_likelihood_per_image.npy",
             np.asarray(metrics.pop("log_likelihood_per_image")))
+    return metrics
+
+
+def run_one(run, spec, eval_images, train_images, root):
+    """Trains (or resumes) one run and evaluates it; cached in root/<name>/eval.json.
+
+    The cache holds for the same `--epochs`; a cached run evaluated on another
+    number of images or with another K is evaluated again from its saved model,
+    and one without a train ELBO gets one.
+    """
+    workdir = root / run.name
+    cached = workdir / "eval.json"
+    if cached.exists():
+        metrics = json.loads(cached.read_text())
+        if metrics.get("epochs") == FLAGS.epochs:
+            changed = False
+            if (metrics.get("num_images"), metrics.get("num_samples")) != (
+                    len(eval_images), FLAGS.num_samples):
+                metrics.update(evaluate_run(zoo.load(workdir / training.MODEL_DIR),
+                                            eval_images, workdir))
+                changed = True
+            if "train_elbo" not in metrics:
+                metrics["train_elbo"] = train_elbo(zoo.load(workdir / training.MODEL_DIR),
+                                                   train_images)
+                changed = True
+            if changed:
+                cached.write_text(json.dumps(metrics, indent=1))
+            return metrics
+    started = time.time()
+    result = training.train(run.variant(spec, FLAGS.epochs), workdir, verbose=2,
+                            callbacks=[KLPerUnitHistory(eval_images, workdir / "kl_units.npz")])
+    train_seconds = time.time() - started
+    metrics = evaluate_run(result.model, eval_images, workdir)
     metrics.update(run=run.name, family=run.family, depth=run.depth,
                    batch_norm=run.batch_norm, warmup=run.warmup, epochs=FLAGS.epochs,
                    train_seconds=round(train_seconds, 1),

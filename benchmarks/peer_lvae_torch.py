@@ -25,7 +25,10 @@ way (`model.compile(keras.optimizers.Adam(1e-3))`, warmed up by `model.fit`):
 * "tfladder, Keras defaults": `compile(steps_per_execution=1,
   xla_optimizer_update=False)`, i.e. what a plain `keras.Model` would do;
 * "tfladder, plain compile, mixed_bfloat16": the first under
-  `keras.config.set_dtype_policy("mixed_bfloat16")`.
+  `keras.config.set_dtype_policy("mixed_bfloat16")`;
+* "tfladder, compile(jit_compile=True)": the first with the whole training
+  step XLA-compiled (Keras' "auto" leaves XLA off on CPUs), unless
+  `--nojit_variant`.
 
 All train in alternating windows of `--steps` steps (the starting variant
 rotates every round), each on its own persistent stream of batches, as `fit`
@@ -67,6 +70,7 @@ flags.DEFINE_integer("steps", 24, "Training steps per window (a multiple of 8)."
 flags.DEFINE_integer("warmup", 16, "Warm-up steps of each variant before timing.")
 flags.DEFINE_list("torch_threads", ["2", "1"], "torch.set_num_threads of each PyTorch "
                   "variant; the first is the baseline of the ratios.")
+flags.DEFINE_bool("jit_variant", True, "Also time compile(jit_compile=True).")
 flags.DEFINE_string("out", "benchmarks/results/peer_lvae_torch.md", "Markdown output.")
 
 LATENTS = [64, 32, 16, 8, 4]
@@ -78,6 +82,7 @@ MIN_SCALE = 1e-3          # tfladder's floor on every latent standard deviation
 PLAIN = "tfladder, plain compile"
 KERAS_DEFAULTS = "tfladder, Keras defaults (steps_per_execution=1, Keras' optimizer update)"
 MIXED = "tfladder, plain compile, mixed_bfloat16"
+JIT = "tfladder, compile(jit_compile=True)"
 
 
 # ------------------------------------------------------------ the PyTorch baseline
@@ -281,6 +286,8 @@ def main(argv):
         runners[MIXED] = KerasRunner(build_tfladder(), images)
     finally:
         keras.config.set_dtype_policy(previous_policy)
+    if FLAGS.jit_variant:
+        runners[JIT] = KerasRunner(build_tfladder(jit_compile=True), images)
     mixed = runners[MIXED].model
     mixed_dtypes = (f"{mixed.decoder.mlp.dense_layers[0].compute_dtype} compute, "
                     f"{mixed.trainable_variables[0].dtype} variables")

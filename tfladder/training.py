@@ -500,7 +500,7 @@ def _start_likelihood_phase(model, recipe, strategy, steps_per_execution, jit_co
 
 def _check_two_phases(model):
     """A recipe with `likelihood_epochs` needs a model with a likelihood head."""
-    if getattr(model, "likelihood_head", None) is None:
+    if model.likelihood_head is None:
         raise ValueError(
             f"likelihood_epochs needs a model with a likelihood head (a "
             f"VariationalLadderAutoencoder with generator='spatial' and an observation with "

@@ -91,6 +91,7 @@ class HierarchicalModel(KerasAPI, keras.Model):
     """
 
     supports_likelihood_head = False   # families that build the head for `extra_params`
+    likelihood_head = None             # the head itself, where a family builds one
 
     def __init__(self, image_shape, latent_dims, observation="bernoulli",
                  kl_warmup_steps=0, free_bits=0.0, num_importance_samples=1,
