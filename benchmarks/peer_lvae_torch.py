@@ -28,7 +28,8 @@ way (`model.compile(keras.optimizers.Adam(1e-3))`, warmed up by `model.fit`):
   `keras.config.set_dtype_policy("mixed_bfloat16")`;
 * "tfladder, compile(jit_compile=True)": the first with the whole training
   step XLA-compiled (Keras' "auto" leaves XLA off on CPUs), unless
-  `--nojit_variant`.
+  `--nojit_variant`;
+* with `--steps_per_call_variant N`, the first with N steps per compiled call.
 
 All train in alternating windows of `--steps` steps (the starting variant
 rotates every round), each on its own persistent stream of batches, as `fit`
@@ -71,6 +72,8 @@ flags.DEFINE_integer("warmup", 16, "Warm-up steps of each variant before timing.
 flags.DEFINE_list("torch_threads", ["2", "1"], "torch.set_num_threads of each PyTorch "
                   "variant; the first is the baseline of the ratios.")
 flags.DEFINE_bool("jit_variant", True, "Also time compile(jit_compile=True).")
+flags.DEFINE_integer("steps_per_call_variant", 0, "If > 0, also time "
+                     "compile(steps_per_execution=N) (N divides --steps).")
 flags.DEFINE_string("out", "benchmarks/results/peer_lvae_torch.md", "Markdown output.")
 
 LATENTS = [64, 32, 16, 8, 4]
@@ -288,6 +291,10 @@ def main(argv):
         keras.config.set_dtype_policy(previous_policy)
     if FLAGS.jit_variant:
         runners[JIT] = KerasRunner(build_tfladder(jit_compile=True), images)
+    if FLAGS.steps_per_call_variant > 0:
+        runners[f"tfladder, compile(steps_per_execution={FLAGS.steps_per_call_variant})"] = (
+            KerasRunner(build_tfladder(steps_per_execution=FLAGS.steps_per_call_variant),
+                        images))
     mixed = runners[MIXED].model
     mixed_dtypes = (f"{mixed.decoder.mlp.dense_layers[0].compute_dtype} compute, "
                     f"{mixed.trainable_variables[0].dtype} variables")
