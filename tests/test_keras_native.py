@@ -178,6 +178,43 @@ def test_fit_refuses_grey_images_in_a_bernoulli_model(digits):
         model.predict(grey, verbose=0)
 
 
+def test_input_checks_hold_under_whole_step_xla(digits):
+    """XLA drops graph assertions; under compile(jit_compile=True) bad batches
+    must still stop fit / evaluate / predict with the same message, without an
+    update from the bad batch, and a later call on good data must work."""
+    keras.utils.set_random_seed(0)
+    model = small_model("vae")
+    model.compile(keras.optimizers.Adam(1e-3), jit_compile=True, steps_per_execution=2)
+    assert model.jit_compile
+    good = digits[0][:64]
+    grey = data.load_arrays("mnist_offline", "test", limit=64)
+    model.fit(good, batch_size=16, epochs=1, verbose=0)
+    before = [w.numpy() for w in model.trainable_weights]
+    mixed = np.concatenate([good[:16], grey[:16]])            # the second batch is bad
+    with pytest.raises(ValueError, match="outside the support of the likelihood"):
+        model.fit(tf.data.Dataset.from_tensor_slices(mixed).batch(16), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="outside the support of the likelihood"):
+        model.evaluate(grey, batch_size=16, verbose=0)
+    with pytest.raises(ValueError, match="outside the support of the likelihood"):
+        model.predict(grey, batch_size=16, verbose=0)
+    nan = good[:16].copy()
+    nan[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        model.evaluate(tf.data.Dataset.from_tensor_slices(nan).batch(16), verbose=0)
+    # The good first batch of the refused fit trained; the bad one did not.
+    keras.utils.set_random_seed(0)
+    model2 = small_model("vae")
+    model2.compile(keras.optimizers.Adam(1e-3), jit_compile=True, steps_per_execution=2)
+    model2.fit(good, batch_size=16, epochs=1, verbose=0)
+    model2.fit(tf.data.Dataset.from_tensor_slices(good[:16]).batch(16), epochs=1, verbose=0)
+    for a, b in zip(model.trainable_weights, model2.trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    assert any(not np.array_equal(a, w.numpy()) for a, w in zip(before, model.trainable_weights))
+    history = model.fit(good, batch_size=16, epochs=1, verbose=0).history
+    assert set(history) == set(model2.fit(good, batch_size=16, epochs=1, verbose=0).history)
+    assert np.isfinite(model.evaluate(good, batch_size=16, verbose=0, return_dict=True)["elbo"])
+
+
 def test_three_dimensional_input_names_the_rank():
     model = small_model("vae")
     with pytest.raises(ValueError, match="rank 4"):

@@ -118,6 +118,10 @@ class HierarchicalModel(KerasAPI, keras.Model):
         self._trackers = {name: keras.metrics.Mean(name=name) for name in self.metric_names}
         # Count (not average) of updates skipped in the epoch for a non-finite loss or gradient.
         self._trackers["skipped_updates"] = keras.metrics.Sum(name="skipped_updates")
+        # Under whole-step XLA (`jit_compile`), which drops graph assertions, the
+        # compiled steps count bad batches here instead (`_raise_for_bad_batches`).
+        self._bad_batches = {"support": keras.metrics.Sum(name="bad_batches_support"),
+                             "finite": keras.metrics.Sum(name="bad_batches_finite")}
 
     # ------------------------------------------------------------------ API
     @property
@@ -364,6 +368,72 @@ class HierarchicalModel(KerasAPI, keras.Model):
         """Recompiles a model loaded from a `.keras` file (our `compile` is custom)."""
         self.compile(**keras.saving.deserialize_keras_object(config))
 
+    def _support_message(self):
+        return ("x is outside the support of the likelihood: expected "
+                f"{self.observation.support}")
+
+    def _xla_step(self):
+        """True inside a step that Keras compiles with XLA (`jit_compile`)."""
+        return bool(self.jit_compile) and not self.run_eagerly
+
+    def _count_bad_batches(self, x, finite=True):
+        """The XLA steps' input check: counts a batch outside the likelihood's
+        support (and, with `finite=True`, one with NaN or Inf values); returns
+        whether the batch is good."""
+        is_finite = tf.math.is_finite(x)
+        in_support = self.observation.in_support(tf.where(is_finite, x, tf.zeros_like(x)))
+        all_finite = tf.reduce_all(is_finite) if finite else tf.constant(True)
+        self._bad_batches["support"].update_state(1.0 - tf.cast(in_support, tf.float32))
+        self._bad_batches["finite"].update_state(1.0 - tf.cast(all_finite, tf.float32))
+        return tf.logical_and(in_support, all_finite)
+
+    def _raise_for_bad_batches(self):
+        """After a compiled XLA call: raises the message the graph assertions
+        would have raised if any batch of the call was bad (and starts the
+        counts afresh, so the model can be used again with good data)."""
+        counts = {kind: float(metric.result()) for kind, metric in self._bad_batches.items()}
+        if not any(counts.values()):
+            return
+        for metric in self._bad_batches.values():
+            metric.reset_state()
+        if counts["support"]:
+            raise ValueError(self._support_message())
+        raise ValueError("x contains NaN or Inf values; expected finite pixels")
+
+    def _checked(self, function):
+        """`function` (a compiled train / test / predict function), followed by
+        the bad-batch check when the steps are XLA-compiled."""
+        if not self._xla_step():
+            return function
+
+        def checked(*args, **kwargs):
+            outputs = function(*args, **kwargs)
+            self._raise_for_bad_batches()
+            return outputs
+
+        return checked
+
+    def make_train_function(self, force=False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        super().make_train_function(force=force)
+        self.train_function = self._checked(self.train_function)
+        return self.train_function
+
+    def make_test_function(self, force=False):
+        if self.test_function is not None and not force:
+            return self.test_function
+        super().make_test_function(force=force)
+        self.test_function = self._checked(self.test_function)
+        return self.test_function
+
+    def make_predict_function(self, force=False):
+        if self.predict_function is not None and not force:
+            return self.predict_function
+        super().make_predict_function(force=force)
+        self.predict_function = self._checked(self.predict_function)
+        return self.predict_function
+
     def assert_valid_values(self, x, finite=True):
         """In a graph (`fit`, `evaluate`, `predict`): asserts that `x` is in the
         likelihood's support and, with `finite=True`, finite, naming what was
@@ -376,7 +446,7 @@ class HierarchicalModel(KerasAPI, keras.Model):
         """
         if tf.executing_eagerly():
             return x
-        support = f"x is outside the support of the likelihood: expected {self.observation.support}"
+        support = self._support_message()
         is_finite = tf.math.is_finite(x)
         checks = [tf.debugging.Assert(
             self.observation.in_support(tf.where(is_finite, x, tf.zeros_like(x))), [support])]
@@ -394,7 +464,12 @@ class HierarchicalModel(KerasAPI, keras.Model):
         loss or gradient is not finite on any replica is skipped everywhere and
         counted in `skipped_updates`.
         """
-        x = self.assert_valid_values(self.prepare_inputs(_unpack(data)), finite=False)
+        x = self.prepare_inputs(_unpack(data))
+        # Graph assertions, or under XLA (which drops them) a count of bad
+        # batches that the compiled function's caller turns into the same error.
+        good = self._count_bad_batches(x, finite=False) if self._xla_step() else None
+        if good is None:
+            x = self.assert_valid_values(x, finite=False)
         beta = self.beta(self.optimizer.iterations)
         seed = self._step_seed(_TRAIN_SALT)
         global_count = replicas.global_count(x)
@@ -407,6 +482,8 @@ class HierarchicalModel(KerasAPI, keras.Model):
         grads = tape.gradient(scaled_loss, variables)
         finite = tf.logical_and(tf.math.is_finite(loss),
                                 tf.math.is_finite(tf.linalg.global_norm(grads)))
+        if good is not None:          # no update from a batch outside the support
+            finite = tf.logical_and(finite, good)
         finite = replicas.all_replicas(finite)
         if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             # It unscales, skips non-finite steps itself and lowers its scale.
@@ -418,10 +495,21 @@ class HierarchicalModel(KerasAPI, keras.Model):
         return self._update_trackers(loss_sum, terms, beta)
 
     def test_step(self, data):
-        x = self.assert_valid_values(self.prepare_inputs(_unpack(data)))
+        x = self.prepare_inputs(_unpack(data))
+        if self._xla_step():
+            self._count_bad_batches(x)
+        else:
+            x = self.assert_valid_values(x)
         loss_sum, terms = self._loss_terms(x, self._step_seed(_TEST_SALT), tf.constant(1.0),
                                        training=False)
         return self._update_trackers(loss_sum, terms, tf.constant(1.0))
+
+    def predict_step(self, data):
+        """`keras.Model.predict_step` (`call` on the batch), with the XLA input check."""
+        x = _unpack(data)
+        if self._xla_step():
+            self._count_bad_batches(self.prepare_inputs(x))
+        return self(x, training=False)
 
     def _update_trackers(self, loss_sum, terms, beta):
         count = tf.cast(tf.shape(terms.elbo)[0], tf.float32)
