@@ -181,6 +181,26 @@ def _pixel_table(observation, params):
     return np.stack(rows).reshape(256, 256, 256)
 
 
+def _table_moments(table):
+    """Exact mean [3] and covariance [3, 3] of a one-pixel table (on [0, 1])."""
+    probs = np.exp(table)
+    levels = np.arange(256) / 255
+    marginals = [probs.sum(axis=(1, 2)), probs.sum(axis=(0, 2)), probs.sum(axis=(0, 1))]
+    mean = np.array([m @ levels for m in marginals])
+    centred = [levels - m for m in mean]
+    cov = np.array([[np.einsum(f"rgb,{a},{b}->", probs, centred[i], centred[j])
+                     for j, b in enumerate("rgb")] for i, a in enumerate("rgb")])
+    return mean, cov
+
+
+def _samples(observation, params, count=20000):
+    """`count` samples of a one-pixel likelihood, checked to lie on the 8-bit grid."""
+    many = observation(tf.repeat(params, count, axis=0)).sample(tf.constant([4, 2]))
+    samples = many.numpy().reshape(-1, 3).astype(np.float64)
+    assert np.all(np.abs(samples * 255 - np.round(samples * 255)) < 1e-4)
+    return samples
+
+
 @pytest.fixture(scope="module")
 def coupled_pixel():
     """A one-pixel coupled, per-pixel-scale likelihood with strong coupling, and its table."""
@@ -198,27 +218,19 @@ def test_coupled_pixel_likelihood_sums_to_one(coupled_pixel):
 
 def test_coupled_pixel_mean_is_the_decoder_mean_and_samples_follow_the_chain(coupled_pixel):
     observation, params, table = coupled_pixel
-    probs = np.exp(table)
-    levels = np.arange(256) / 255
-    exact_mean = [np.einsum("rgb,r->", probs, levels), np.einsum("rgb,g->", probs, levels),
-                  np.einsum("rgb,b->", probs, levels)]
+    exact_mean, exact_cov = _table_moments(table)
     distribution = observation(params)
     # mean() is (loc + 1) / 2, the marginal mean (up to the edge bins, far here).
     np.testing.assert_allclose(distribution.mean().numpy().ravel(),
                                (np.array([-0.2, 0.1, 0.3]) + 1) / 2, atol=1e-6)
     np.testing.assert_allclose(distribution.mean().numpy().ravel(), exact_mean, atol=2e-3)
     # Sampling draws R, then G | R, then B | R, G: moments match the table's.
-    many = observation(tf.repeat(params, 20000, axis=0)).sample(tf.constant([4, 2]))
-    samples = many.numpy().reshape(-1, 3).astype(np.float64)
-    assert np.all(np.abs(samples * 255 - np.round(samples * 255)) < 1e-4)
-    centred = levels - np.array(exact_mean)[:, None]
-    exact_cov_rg = np.einsum("rgb,r,g->", probs, centred[0], centred[1])
-    exact_cov_gb = np.einsum("rgb,g,b->", probs, centred[1], centred[2])
+    samples = _samples(observation, params)
     sample_cov = np.cov(samples.T)
     np.testing.assert_allclose(samples.mean(0), exact_mean, atol=3e-3)
     np.testing.assert_allclose([sample_cov[0, 1], sample_cov[1, 2]],
-                               [exact_cov_rg, exact_cov_gb], rtol=0.1)
-    assert exact_cov_rg > 0.5 * np.sqrt(sample_cov[0, 0] * sample_cov[1, 1])   # coupled
+                               [exact_cov[0, 1], exact_cov[1, 2]], rtol=0.1)
+    assert exact_cov[0, 1] > 0.5 * np.sqrt(sample_cov[0, 0] * sample_cov[1, 1])   # coupled
 
 
 def test_zero_head_output_is_the_per_channel_likelihood():
@@ -368,27 +380,18 @@ def test_pixel_mixture_sums_to_one(mixture_pixel):
 
 def test_pixel_mixture_mean_and_samples_match_the_exact_table(mixture_pixel):
     observation, params, table = mixture_pixel
-    probs = np.exp(table)
-    levels = np.arange(256) / 255
-    exact_mean = [np.einsum("rgb,r->", probs, levels), np.einsum("rgb,g->", probs, levels),
-                  np.einsum("rgb,b->", probs, levels)]
+    exact_mean, exact_cov = _table_moments(table)
     distribution = observation(params)
     weights = np.exp([0.0, 0.5]) / np.exp([0.0, 0.5]).sum()
     loc = np.array([[-0.2, 0.1, 0.3], [0.2, -0.2, 0.5]])      # component 2 = 1 + offsets
     np.testing.assert_allclose(distribution.mean().numpy().ravel(),
                                (weights @ loc + 1) / 2, atol=1e-6)
     np.testing.assert_allclose(distribution.mean().numpy().ravel(), exact_mean, atol=2e-3)
-    many = observation(tf.repeat(params, 20000, axis=0)).sample(tf.constant([4, 2]))
-    samples = many.numpy().reshape(-1, 3).astype(np.float64)
-    assert np.all(np.abs(samples * 255 - np.round(samples * 255)) < 1e-4)
-    centred = levels - np.array(exact_mean)[:, None]
-    exact_cov = [np.einsum("rgb,r,g->", probs, centred[0], centred[1]),
-                 np.einsum("rgb,g,b->", probs, centred[1], centred[2]),
-                 np.einsum("rgb,r,r->", probs, centred[0], centred[0])]
+    samples = _samples(observation, params)
     sample_cov = np.cov(samples.T)
     np.testing.assert_allclose(samples.mean(0), exact_mean, atol=4e-3)
     np.testing.assert_allclose([sample_cov[0, 1], sample_cov[1, 2], sample_cov[0, 0]],
-                               exact_cov, rtol=0.1)
+                               [exact_cov[0, 1], exact_cov[1, 2], exact_cov[0, 0]], rtol=0.1)
     # One component for the whole pixel: P(x) = sum_k w_k P_k(R) P_k(G | R) P_k(B | R, G),
     # each P_k the single coupled logistic with component k's location and scales.
     single = get_observation(REFINED)

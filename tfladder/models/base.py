@@ -391,7 +391,8 @@ class HierarchicalModel(KerasAPI, keras.Model):
         """After a compiled XLA call: raises the message the graph assertions
         would have raised if any batch of the call was bad (and starts the
         counts afresh, so the model can be used again with good data)."""
-        counts = {kind: float(metric.result()) for kind, metric in self._bad_batches.items()}
+        counts = dict(zip(self._bad_batches, tf.stack(      # one read from the device
+            [metric.result() for metric in self._bad_batches.values()]).numpy()))
         if not any(counts.values()):
             return
         for metric in self._bad_batches.values():
