@@ -17,7 +17,6 @@ import sys
 import time
 
 import keras
-import numpy as np
 from absl import app, flags
 
 from tfladder import data as data_lib
